@@ -1,0 +1,429 @@
+"""SwinIR (Liang et al., 2021) in Flax NNX, numerically identical to the official PyTorch model.
+
+Reimplements `models/network_swinir.py` of JingyunLiang/SwinIR, including its quirks:
+reflect padding to a multiple of the window inside the forward pass (cropped back after), the
+shift mask computed from the actual input size, the window clamp for tiny `img_size`, and the
+LeakyReLU slopes (0.01 before upsampling, 0.2 elsewhere). Activations are NHWC throughout; the
+module maps NHWC images in [0, 1] to NHWC images.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxrestore import kernels
+from jaxrestore import layers
+from jaxrestore.convert.mapping import (CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio,
+                                        linear_oi_to_io)
+
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+UPSAMPLERS = ('', 'pixelshuffle', 'pixelshuffledirect', 'nearest+conv')
+
+
+@dataclasses.dataclass(frozen=True)
+class SwinIRConfig:
+  """Hyperparameters with the official constructor's names and defaults."""
+  img_size: int | tuple[int, int] = 64
+  patch_size: int = 1
+  in_chans: int = 3
+  embed_dim: int = 96
+  depths: tuple[int, ...] = (6, 6, 6, 6)
+  num_heads: tuple[int, ...] = (6, 6, 6, 6)
+  window_size: int = 7
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  qk_scale: float | None = None
+  patch_norm: bool = True
+  upscale: int = 2
+  img_range: float = 1.0
+  upsampler: str = ''
+  resi_connection: str = '1conv'
+  num_feat: int = 64
+  # Not in the original: which window-attention implementation to run (see jaxrestore.kernels).
+  attention: str = 'auto'
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    object.__setattr__(self, 'depths', tuple(int(d) for d in self.depths))
+    object.__setattr__(self, 'num_heads', tuple(int(h) for h in self.num_heads))
+    if isinstance(self.img_size, (list, tuple)):
+      object.__setattr__(self, 'img_size', tuple(int(s) for s in self.img_size))
+    if len(self.depths) != len(self.num_heads):
+      raise ValueError(f'SwinIR: depths {self.depths} and num_heads {self.num_heads} differ in length')
+    if self.upsampler not in UPSAMPLERS:
+      raise ValueError(f'SwinIR: unknown upsampler {self.upsampler!r}; expected one of {UPSAMPLERS}')
+    if self.resi_connection not in ('1conv', '3conv'):
+      raise ValueError(f"SwinIR: resi_connection must be '1conv' or '3conv', got {self.resi_connection!r}")
+    for h in self.num_heads:
+      if self.embed_dim % h:
+        raise ValueError(f'SwinIR: embed_dim {self.embed_dim} is not divisible by {h} heads')
+    if self.upsampler == 'pixelshuffle' and not (_is_power_of_two(self.upscale) or self.upscale == 3):
+      raise ValueError(f'SwinIR: pixelshuffle supports scales 2^n and 3, got {self.upscale}')
+    if self.upsampler == 'nearest+conv' and self.upscale not in (2, 4, 8):
+      raise ValueError(f'SwinIR: nearest+conv supports scales 2, 4 and 8, got {self.upscale}')
+
+  @property
+  def scale(self) -> int:
+    """Output/input size ratio (the original ignores `upscale` without an upsampler)."""
+    return self.upscale if self.upsampler else 1
+
+  @property
+  def input_resolution(self) -> tuple[int, int]:
+    size = self.img_size if isinstance(self.img_size, tuple) else (self.img_size, self.img_size)
+    return size[0] // self.patch_size, size[1] // self.patch_size
+
+  @property
+  def block_window_size(self) -> int:
+    """The original shrinks the window (and drops the shift) when img_size is not larger."""
+    return min(self.window_size, min(self.input_resolution))
+
+  @property
+  def block_shift_size(self) -> int:
+    return 0 if min(self.input_resolution) <= self.window_size else self.window_size // 2
+
+  def replace(self, **changes) -> 'SwinIRConfig':
+    return dataclasses.replace(self, **changes)
+
+
+def _is_power_of_two(n: int) -> bool:
+  return n > 0 and (n & (n - 1)) == 0
+
+
+@functools.lru_cache(maxsize=None)
+def relative_position_index(window_size: int) -> np.ndarray:
+  """(N, N) index into the (2w-1)^2 bias table, as the original's registered buffer."""
+  coords = np.stack(np.meshgrid(np.arange(window_size), np.arange(window_size), indexing='ij'))
+  coords = coords.reshape(2, -1)
+  rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0) + (window_size - 1)
+  return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]
+
+
+@functools.lru_cache(maxsize=None)
+def shift_window_mask(height: int, width: int, window_size: int, shift_size: int) -> np.ndarray:
+  """(num_windows, N, N) mask of 0 / -100 separating regions that the cyclic shift brought together."""
+  region = np.zeros((height, width), np.float32)
+  bounds = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
+  label = 0
+  for hs in bounds:
+    for ws in bounds:
+      region[hs, ws] = label
+      label += 1
+  windows = window_partition(region[None, :, :, None], window_size).reshape(-1, window_size ** 2)
+  diff = windows[:, None, :] - windows[:, :, None]
+  return np.where(diff != 0, np.float32(-100.0), np.float32(0.0))
+
+
+def window_partition(x, window_size: int):
+  """(B, H, W, C) -> (B * H/w * W/w, w*w, C), windows in batch-major, row-major order."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // window_size, window_size, w // window_size, window_size, c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, c)
+
+
+def window_reverse(windows, window_size: int, height: int, width: int):
+  c = windows.shape[-1]
+  x = windows.reshape(-1, height // window_size, width // window_size, window_size, window_size, c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+
+
+class Mlp(nnx.Module):
+
+  def __init__(self, dim: int, hidden: int, cfg: SwinIRConfig, *, rngs: nnx.Rngs):
+    kw = _linear_kwargs(cfg)
+    self.fc1 = layers.linear(dim, hidden, rngs=rngs, **kw)
+    self.fc2 = layers.linear(hidden, dim, rngs=rngs, **kw)
+
+  def __call__(self, x):
+    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+
+
+class WindowAttention(nnx.Module):
+  """W-MSA with relative-position bias; the softmax itself runs in `kernels`."""
+
+  def __init__(self, dim: int, window_size: int, num_heads: int, cfg: SwinIRConfig, *, rngs: nnx.Rngs):
+    self.window_size = window_size
+    self.num_heads = num_heads
+    self.scale = cfg.qk_scale or (dim // num_heads) ** -0.5
+    self.attention = cfg.attention
+    table_shape = ((2 * window_size - 1) ** 2, num_heads)
+    self.relative_position_bias_table = nnx.Param(
+        0.02 * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, table_shape, cfg.param_dtype))
+    kw = _linear_kwargs(cfg)
+    self.qkv = layers.linear(dim, 3 * dim, use_bias=cfg.qkv_bias, rngs=rngs, **kw)
+    self.proj = layers.linear(dim, dim, rngs=rngs, **kw)
+
+  def relative_position_bias(self):
+    """(heads, N, N) bias gathered from the table."""
+    n = self.window_size ** 2
+    index = relative_position_index(self.window_size).reshape(-1)
+    bias = self.relative_position_bias_table[...][index].reshape(n, n, self.num_heads)
+    return bias.transpose(2, 0, 1)
+
+  def __call__(self, x, mask=None):
+    windows, n, c = x.shape
+    qkv = self.qkv(x).reshape(windows, n, 3, self.num_heads, c // self.num_heads)
+    q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+    attend = kernels.get_window_attention(self.attention)
+    out = attend(q, k, v, self.relative_position_bias().astype(q.dtype),
+                 None if mask is None else jnp.asarray(mask, q.dtype), scale=self.scale)
+    return self.proj(out.transpose(0, 2, 1, 3).reshape(windows, n, c))
+
+
+class SwinTransformerBlock(nnx.Module):
+
+  def __init__(self, dim: int, num_heads: int, shift_size: int, cfg: SwinIRConfig, *, rngs: nnx.Rngs):
+    self.window_size = cfg.block_window_size
+    self.shift_size = shift_size
+    kw = _norm_kwargs(cfg)
+    self.norm1 = layers.layer_norm(dim, rngs=rngs, **kw)
+    self.attn = WindowAttention(dim, self.window_size, num_heads, cfg, rngs=rngs)
+    self.norm2 = layers.layer_norm(dim, rngs=rngs, **kw)
+    self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg, rngs=rngs)
+
+  def __call__(self, x):
+    """x: (B, H, W, C) with H and W multiples of the window."""
+    _, h, w, _ = x.shape
+    ws, shift = self.window_size, self.shift_size
+    if h % ws or w % ws:
+      raise ValueError(f'SwinIR: feature map {h}x{w} is not a multiple of the block window {ws} '
+                       '(img_size smaller than the window makes the original clamp the window)')
+    shortcut = x
+    x = self.norm1(x)
+    if shift:
+      x = jnp.roll(x, (-shift, -shift), axis=(1, 2))
+    mask = shift_window_mask(h, w, ws, shift) if shift else None
+    x = window_reverse(self.attn(window_partition(x, ws), mask), ws, h, w)
+    if shift:
+      x = jnp.roll(x, (shift, shift), axis=(1, 2))
+    x = shortcut + x
+    return x + self.mlp(self.norm2(x))
+
+
+class BasicLayer(nnx.Module):
+
+  def __init__(self, dim: int, depth: int, num_heads: int, cfg: SwinIRConfig, *, rngs: nnx.Rngs):
+    self.blocks = nnx.List([
+        SwinTransformerBlock(dim, num_heads, 0 if i % 2 == 0 else cfg.block_shift_size, cfg, rngs=rngs)
+        for i in range(depth)])
+
+  def __call__(self, x):
+    for block in self.blocks:
+      x = block(x)
+    return x
+
+
+def _residual_conv(dim: int, cfg: SwinIRConfig, rngs: nnx.Rngs):
+  """The conv closing each residual group: one 3x3 conv, or the cheaper '3conv' bottleneck."""
+  kw = _conv_kwargs(cfg)
+  if cfg.resi_connection == '1conv':
+    return layers.conv2d(dim, dim, 3, rngs=rngs, **kw)
+  lrelu = functools.partial(jax.nn.leaky_relu, negative_slope=0.2)
+  return nnx.Sequential(
+      layers.conv2d(dim, dim // 4, 3, rngs=rngs, **kw), lrelu,
+      layers.conv2d(dim // 4, dim // 4, 1, rngs=rngs, **kw), lrelu,
+      layers.conv2d(dim // 4, dim, 3, rngs=rngs, **kw))
+
+
+class RSTB(nnx.Module):
+  """Residual Swin Transformer Block."""
+
+  def __init__(self, dim: int, depth: int, num_heads: int, cfg: SwinIRConfig, *, rngs: nnx.Rngs):
+    self.residual_group = BasicLayer(dim, depth, num_heads, cfg, rngs=rngs)
+    self.conv = _residual_conv(dim, cfg, rngs)
+
+  def __call__(self, x):
+    return self.conv(self.residual_group(x)) + x
+
+
+class PatchEmbed(nnx.Module):
+  """patch_size is only bookkeeping in the original: tokens are pixels, optionally normalised."""
+
+  def __init__(self, dim: int, cfg: SwinIRConfig, *, rngs: nnx.Rngs):
+    self.norm = layers.layer_norm(dim, rngs=rngs, **_norm_kwargs(cfg)) if cfg.patch_norm else None
+
+  def __call__(self, x):
+    return x if self.norm is None else self.norm(x)
+
+
+class SwinIR(nnx.Module):
+  """SwinIR: NHWC images in [0, 1] -> NHWC images, scaled by `config.scale`."""
+
+  def __init__(self, config: SwinIRConfig, *, rngs: nnx.Rngs):
+    cfg = self.config = config
+    dim, ck = cfg.embed_dim, _conv_kwargs(cfg)
+    self.conv_first = layers.conv2d(cfg.in_chans, dim, 3, rngs=rngs, **ck)
+    self.patch_embed = PatchEmbed(dim, cfg, rngs=rngs)
+    self.layers = nnx.List([RSTB(dim, d, h, cfg, rngs=rngs) for d, h in zip(cfg.depths, cfg.num_heads)])
+    self.norm = layers.layer_norm(dim, rngs=rngs, **_norm_kwargs(cfg))
+    self.conv_after_body = _residual_conv(dim, cfg, rngs)
+    out_ch, nf = cfg.in_chans, cfg.num_feat
+    if cfg.upsampler in ('pixelshuffle', 'nearest+conv'):
+      self.conv_before_upsample = nnx.Sequential(
+          layers.conv2d(dim, nf, 3, rngs=rngs, **ck),
+          functools.partial(jax.nn.leaky_relu, negative_slope=0.01))
+    if cfg.upsampler == 'pixelshuffle':
+      self.upsample = nnx.Sequential(*_pixelshuffle_upsample(cfg.upscale, nf, cfg, rngs))
+      self.conv_last = layers.conv2d(nf, out_ch, 3, rngs=rngs, **ck)
+    elif cfg.upsampler == 'pixelshuffledirect':
+      self.upsample = nnx.Sequential(
+          layers.conv2d(dim, cfg.upscale ** 2 * out_ch, 3, rngs=rngs, **ck),
+          functools.partial(layers.pixel_shuffle, factor=cfg.upscale))
+    elif cfg.upsampler == 'nearest+conv':
+      for i in range(1, int(math.log2(cfg.upscale)) + 1):
+        setattr(self, f'conv_up{i}', layers.conv2d(nf, nf, 3, rngs=rngs, **ck))
+      self.conv_hr = layers.conv2d(nf, nf, 3, rngs=rngs, **ck)
+      self.conv_last = layers.conv2d(nf, out_ch, 3, rngs=rngs, **ck)
+    else:
+      self.conv_last = layers.conv2d(dim, out_ch, 3, rngs=rngs, **ck)
+
+  def forward_features(self, x):
+    x = self.patch_embed(x)
+    for layer in self.layers:
+      x = layer(x)
+    return self.norm(x)
+
+  def __call__(self, x):
+    cfg = self.config
+    if x.ndim != 4 or x.shape[-1] != cfg.in_chans:
+      raise ValueError(f'SwinIR expects NHWC input with {cfg.in_chans} channels, got shape {x.shape}')
+    height, width = x.shape[1:3]
+    dtype = cfg.dtype or x.dtype
+    x = layers.pad_to_multiple(x.astype(dtype), cfg.window_size, 'reflect')
+    mean = jnp.asarray(RGB_MEAN if cfg.in_chans == 3 else (0.0,) * cfg.in_chans, jnp.float32).astype(dtype)
+    x = (x - mean) * cfg.img_range
+
+    if cfg.upsampler == '':
+      x_first = self.conv_first(x)
+      res = self.conv_after_body(self.forward_features(x_first)) + x_first
+      x = x + self.conv_last(res)
+    else:
+      x = self.conv_first(x)
+      x = self.conv_after_body(self.forward_features(x)) + x
+      if cfg.upsampler == 'pixelshuffle':
+        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+      elif cfg.upsampler == 'pixelshuffledirect':
+        x = self.upsample(x)
+      else:
+        x = self.conv_before_upsample(x)
+        for i in range(1, int(math.log2(cfg.upscale)) + 1):
+          conv_up = getattr(self, f'conv_up{i}')
+          x = jax.nn.leaky_relu(conv_up(layers.upsample_nearest(x, 2)), 0.2)
+        x = self.conv_last(jax.nn.leaky_relu(self.conv_hr(x), 0.2))
+
+    x = x / cfg.img_range + mean
+    return x[:, :height * cfg.scale, :width * cfg.scale, :]
+
+
+def _pixelshuffle_upsample(scale: int, nf: int, cfg: SwinIRConfig, rngs: nnx.Rngs) -> list:
+  ck = _conv_kwargs(cfg)
+  if scale == 3:
+    return [layers.conv2d(nf, 9 * nf, 3, rngs=rngs, **ck), functools.partial(layers.pixel_shuffle, factor=3)]
+  stages = []
+  for _ in range(int(math.log2(scale))):
+    stages += [layers.conv2d(nf, 4 * nf, 3, rngs=rngs, **ck), functools.partial(layers.pixel_shuffle, factor=2)]
+  return stages
+
+
+def _conv_kwargs(cfg: SwinIRConfig) -> dict:
+  return dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+
+
+def _norm_kwargs(cfg: SwinIRConfig) -> dict:
+  # LayerNorm statistics stay float32 under bf16 compute.
+  return dict(dtype=None if cfg.dtype is None else jnp.float32, param_dtype=cfg.param_dtype)
+
+
+def _linear_kwargs(cfg: SwinIRConfig) -> dict:
+  return dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+
+
+# ----- checkpoints -----------------------------------------------------------------------------------
+
+_SEQUENTIALS = r'(conv_after_body|conv_before_upsample|upsample|layers\.\d+\.conv)'
+
+TORCH_PARAMS = ParamMap(
+    rules=(
+        Rule(r'(.+)\.(qkv|proj|fc1|fc2)\.weight', r'\1.\2.kernel', linear_oi_to_io),
+        Rule(r'(.*norm\d?)\.weight', r'\1.scale'),
+        Rule(r'(.+\.relative_position_bias_table)', r'\1'),
+        Rule(_SEQUENTIALS + r'\.(\d+)\.weight', r'\1.layers.\2.kernel', conv_oihw_to_hwio),
+        Rule(_SEQUENTIALS + r'\.(\d+)\.bias', r'\1.layers.\2.bias'),
+        Rule(r'(.+)\.weight', r'\1.kernel', conv_oihw_to_hwio),
+        Rule(r'(.+)\.bias', r'\1.bias'),
+    ),
+    ignore=(r'.+\.relative_position_index', r'.+\.attn_mask'),
+)
+
+SIGNATURE_KEYS = (
+    'conv_first.weight',
+    'layers.0.residual_group.blocks.0.norm1.weight',
+    'layers.0.residual_group.blocks.0.attn.relative_position_bias_table',
+    'layers.0.residual_group.blocks.0.mlp.fc1.weight',
+)
+
+
+def _count(state_dict, prefix: str) -> int:
+  """Number of consecutive integer children `prefix.{0,1,...}` present in the keys."""
+  pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
+  found = {int(m.group(1)) for k in state_dict for m in [pattern.match(k)] if m}
+  n = 0
+  while n in found:
+    n += 1
+  return n
+
+
+def hyperparameters_from_state_dict(sd) -> dict:
+  """Recovers the constructor arguments of an official SwinIR checkpoint from keys and shapes."""
+  if 'absolute_pos_embed' in sd:
+    raise CheckpointMismatchError('SwinIR with an absolute position embedding (ape=True) is not supported')
+  shape = lambda k: tuple(np.shape(sd[k]))
+  embed_dim, in_chans = shape('conv_first.weight')[:2]
+  num_layers = _count(sd, 'layers')
+  depths = tuple(_count(sd, f'layers.{i}.residual_group.blocks') for i in range(num_layers))
+  num_heads = tuple(shape(f'layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table')[1]
+                    for i in range(num_layers))
+  table = shape('layers.0.residual_group.blocks.0.attn.relative_position_bias_table')[0]
+  window_size = (int(round(math.sqrt(table))) + 1) // 2
+  hp: dict[str, Any] = dict(
+      in_chans=in_chans, embed_dim=embed_dim, depths=depths, num_heads=num_heads,
+      window_size=window_size,
+      mlp_ratio=shape('layers.0.residual_group.blocks.0.mlp.fc1.weight')[0] / embed_dim,
+      qkv_bias='layers.0.residual_group.blocks.0.attn.qkv.bias' in sd,
+      patch_norm='patch_embed.norm.weight' in sd,
+      resi_connection='1conv' if 'conv_after_body.weight' in sd else '3conv',
+      # The official JPEG models are the only ones with window 7, and they use img_range 255.
+      img_range=255.0 if window_size == 7 else 1.0,
+  )
+  # img_size only matters through the stored shift mask: (img_size / window)^2 windows.
+  mask_key = next((f'layers.0.residual_group.blocks.{j}.attn_mask' for j in range(1, depths[0])
+                   if f'layers.0.residual_group.blocks.{j}.attn_mask' in sd), None)
+  if mask_key is not None and np.ndim(sd[mask_key]) == 3:
+    hp['img_size'] = int(round(math.sqrt(shape(mask_key)[0]))) * window_size
+  else:  # no shifted block saved: the original clamped the window to img_size (or depth is 1)
+    hp['img_size'] = window_size if depths[0] > 1 else 64
+  if 'conv_before_upsample.0.weight' in sd:
+    hp['num_feat'] = shape('conv_before_upsample.0.weight')[0]
+    if 'conv_up1.weight' in sd:
+      hp['upsampler'] = 'nearest+conv'
+      hp['upscale'] = 2 ** sum(1 for i in (1, 2, 3) if f'conv_up{i}.weight' in sd)
+    else:
+      hp['upsampler'] = 'pixelshuffle'
+      stages = sorted(int(m.group(1)) for k in sd for m in [re.fullmatch(r'upsample\.(\d+)\.weight', k)] if m)
+      first_out = shape(f'upsample.{stages[0]}.weight')[0]
+      hp['upscale'] = 3 if first_out == 9 * hp['num_feat'] else 2 ** len(stages)
+  elif 'upsample.0.weight' in sd:
+    hp['upsampler'] = 'pixelshuffledirect'
+    hp['upscale'] = int(round(math.sqrt(shape('upsample.0.weight')[0] // in_chans)))
+  else:
+    hp['upsampler'] = ''
+    hp['upscale'] = 1
+  return hp

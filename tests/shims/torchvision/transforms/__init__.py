@@ -1,0 +1,1 @@
+"""See tests/shims/torchvision/__init__.py."""
