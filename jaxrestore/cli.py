@@ -40,6 +40,59 @@ def _cmd_demo(args) -> int:
   return 0
 
 
+def _resolve_dataset(name: str):
+  from pathlib import Path
+  import os
+  if Path(name).is_dir():
+    return Path(name)
+  root = os.environ.get('JAXRESTORE_DATA')
+  if root and (Path(root) / 'testsets' / name).is_dir():
+    return Path(root) / 'testsets' / name
+  raise FileNotFoundError(f'test set {name!r} is neither a folder nor a folder under '
+                          f'$JAXRESTORE_DATA/testsets ({root or "JAXRESTORE_DATA is not set"})')
+
+
+def _cmd_eval(args) -> int:
+  import json
+  import numpy as np
+  from flax import nnx
+  import jaxrestore
+  from jaxrestore.eval import protocol as proto
+
+  if args.model is None and args.weights is None:
+    raise ValueError('eval needs --model PRESET and/or --weights PATH')
+  if args.model is None and args.task is None:
+    raise ValueError('eval with --weights only needs --task (the preset normally supplies it)')
+  preset = jaxrestore.get_preset(args.model) if args.model else None
+  model = jaxrestore.load(args.model, args.weights, pretrained=True)
+  if preset is not None:
+    protocol = proto.protocol_for(preset, noise_level=args.noise, jpeg_quality=args.jpeg, task=args.task)
+  else:
+    scale = model.config.scale
+    window = getattr(model.config, 'window_size', None)
+    protocol = proto.Protocol(task=args.task, noise_level=args.noise, jpeg_quality=args.jpeg, scale=scale,
+                              border=scale if 'sr' in args.task else 0, window=window)
+  forward = nnx.jit(lambda m, x: m(x))
+  restore = lambda x: np.asarray(forward(model, x[None]))[0]
+  folder = _resolve_dataset(args.dataset)
+  lq = _resolve_dataset(args.lq) if args.lq else None
+
+  def show(name, row):
+    if not args.quiet:
+      print(f'{name:24s} ' + '  '.join(f'{k} {v:.4f}' for k, v in row.items()))
+
+  result = proto.evaluate(restore, proto.list_images(folder), protocol, lq_folder=lq, on_image=show)
+  print(f'{args.model or args.weights} on {folder.name} ({protocol.task}' +
+        (f', sigma {protocol.noise_level}' if protocol.noise_level else '') +
+        (f', q {protocol.jpeg_quality}' if protocol.jpeg_quality else '') +
+        (f', x{protocol.scale}' if protocol.scale > 1 else '') + f', {len(result.names)} images) average: ' +
+        '  '.join(f'{k} {v:.4f}' for k, v in result.mean().items()))
+  if args.json:
+    with open(args.json, 'x') as f:  # never overwrite
+      json.dump(result.as_dict(), f, indent=2)
+  return 0
+
+
 def _parse_assignment(text: str):
   import ast
   if '=' not in text:
@@ -68,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
                  help='override a hyperparameter, e.g. --set img_range=255.0')
   p.add_argument('--overwrite', action='store_true', help='replace an existing converted checkpoint')
   p.set_defaults(func=_cmd_convert)
+
+  p = sub.add_parser('eval', help="score a model with the official test protocol (main_test_swinir.py)")
+  p.add_argument('--model', help='preset name (supplies task, noise level / JPEG quality / scale)')
+  p.add_argument('--weights', help='checkpoint (.pth or converted folder); default: the preset\'s')
+  p.add_argument('--dataset', required=True, help='ground-truth folder, or a test-set name under $JAXRESTORE_DATA/testsets')
+  p.add_argument('--lq', help='low-resolution folder for SR (files named <name>x<scale>.<ext>)')
+  p.add_argument('--task', help='override the task (gray_dn, color_dn, jpeg_car, color_jpeg_car, classical_sr, ...)')
+  p.add_argument('--noise', type=float, help='override the noise sigma (0..255 scale)')
+  p.add_argument('--jpeg', type=int, help='override the JPEG quality')
+  p.add_argument('--json', help='also write per-image scores to this new JSON file')
+  p.add_argument('--quiet', action='store_true', help='only print the average')
+  p.set_defaults(func=_cmd_eval)
 
   p = sub.add_parser('demo', help='denoise the bundled image with the bundled DnCNN weights')
   p.add_argument('--out', default='demo_out', help='output folder (default: demo_out)')

@@ -1,0 +1,64 @@
+"""Real DnCNN checkpoints reproduce their published PSNRs through `jaxrestore eval`, the command a
+user runs (published numbers: ../shared/data/README.md)."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from jaxrestore import cli
+from jaxrestore.eval import protocol as proto
+
+# (preset, checkpoint file or None for the bundled weights, test set, published PSNR, tolerance dB)
+PUBLISHED = [
+    ('dncnn-gray-25', None, 'Set12', 30.44, 0.015),          # DnCNN paper; KAIR protocol is seeded
+    ('dncnn-gray-25', None, 'BSD68', 29.23, 0.01),
+    ('dncnn-saoyan-s15', 'saoyan_dncnn_s15.pth', 'Set12', 32.837, 0.03),  # the original's noise is unseeded:
+    ('dncnn-saoyan-s25', 'saoyan_dncnn_s25.pth', 'Set12', 30.404, 0.03),  # +-0.01 dB per draw
+]
+
+
+@pytest.mark.parametrize('preset,ckpt,dataset,published,tol', PUBLISHED)
+def test_published_psnr_through_the_cli(preset, ckpt, dataset, published, tol, data_dir, tmp_path,
+                                        monkeypatch, capsys):
+  monkeypatch.setenv('JAXRESTORE_DATA', str(data_dir))
+  args = ['eval', '--model', preset, '--dataset', dataset, '--quiet', '--json', str(tmp_path / 'r.json')]
+  if ckpt:
+    args += ['--weights', str(data_dir / 'checkpoints' / ckpt)]
+  assert cli.main(args) == 0
+  mean = float(re.search(r'average: psnr (\d+\.\d+)', capsys.readouterr().out).group(1))
+  assert abs(mean - published) <= tol, f'{preset} on {dataset}: {mean:.3f} dB, published {published}'
+  report = json.loads((tmp_path / 'r.json').read_text())
+  assert len(report['images']) == len(proto.list_images(data_dir / 'testsets' / dataset))
+
+
+def test_json_report_is_never_overwritten(data_dir, tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv('JAXRESTORE_DATA', str(data_dir))
+  (tmp_path / 'r.json').write_text('keep')
+  assert cli.main(['eval', '--model', 'dncnn-gray-25', '--dataset', 'Set12', '--quiet',
+                   '--json', str(tmp_path / 'r.json')]) == 2
+  assert (tmp_path / 'r.json').read_text() == 'keep'
+
+
+@pytest.mark.parametrize('h,w,window', [(37, 45, 8), (16, 24, 8), (21, 14, 7)])
+def test_window_padding_matches_the_official_script(h, w, window):
+  x = np.random.default_rng(0).random((h, w, 3), dtype=np.float32)
+  t = torch.from_numpy(x.transpose(2, 0, 1))[None]
+  h_pad = (h // window + 1) * window - h
+  w_pad = (w // window + 1) * window - w
+  t = torch.cat([t, torch.flip(t, [2])], 2)[:, :, :h + h_pad, :]
+  t = torch.cat([t, torch.flip(t, [3])], 3)[:, :, :, :w + w_pad]
+  np.testing.assert_array_equal(proto.official_window_pad(x, window), t[0].numpy().transpose(1, 2, 0))
+
+
+def test_protocol_needs_its_task_parameters():
+  with pytest.raises(ValueError, match='needs a noise level'):
+    proto.Protocol(task='gray_dn')
+  with pytest.raises(ValueError, match='needs a JPEG quality'):
+    proto.Protocol(task='color_jpeg_car')
+  with pytest.raises(FileNotFoundError, match='low-resolution input'):
+    proto.make_pair(proto.list_images('/work' if False else proto.Path(__file__).parent.parent / 'jaxrestore' / 'assets')[0],
+                    proto.Protocol(task='classical_sr', scale=2), lq_folder=proto.Path('/nonexistent'))
