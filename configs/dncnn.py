@@ -15,7 +15,7 @@ def dncnn_presets() -> list[Preset]:
         name=f'dncnn-gray-{sigma}', architecture='dncnn', task='gray_dn', channels=1, noise_level=sigma,
         hyperparameters=dict(KAIR, in_chans=1, out_chans=1, depth=17),
         checkpoint_file=f'dncnn_{sigma}.pth', weights_url=KAIR_URL + f'dncnn_{sigma}.pth',
-        weights_license='MIT (cszn/KAIR)', bundled_weights='dncnn_25.pth' if sigma == 25 else None))
+        weights_license='MIT (cszn/KAIR)', bundled_weights='dncnn-gray-25' if sigma == 25 else None))
   for color, channels in (('gray', 1), ('color', 3)):
     presets.append(Preset(
         name=f'dncnn-{color}-blind', architecture='dncnn', task=f'{color}_dn', channels=channels,

@@ -36,6 +36,9 @@ def save_converted(dst, params: Mapping[tuple, Any], *, architecture: str,
     raise FileExistsError(f'{dst} exists and is not a jaxrestore checkpoint; refusing to replace it')
   dst.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f'.{dst.name}.', dir=dst.parent))
+  umask = os.umask(0)
+  os.umask(umask)
+  staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
   try:
     flat = {format_path(p): np.asarray(v) for p, v in params.items()}
     checkpointer = ocp.StandardCheckpointer()

@@ -66,22 +66,33 @@ def _cmd_eval(args) -> int:
   preset = jaxrestore.get_preset(args.model) if args.model else None
   model = jaxrestore.load(args.model, args.weights, pretrained=True)
   if preset is not None:
-    protocol = proto.protocol_for(preset, noise_level=args.noise, jpeg_quality=args.jpeg, task=args.task)
+    protocol = proto.protocol_for(preset, noise_level=args.noise, jpeg_quality=args.jpeg, task=args.task,
+                                  float_psnr=args.float_psnr or None)
   else:
     scale = model.config.scale
     window = getattr(model.config, 'window_size', None)
     protocol = proto.Protocol(task=args.task, noise_level=args.noise, jpeg_quality=args.jpeg, scale=scale,
-                              border=scale if 'sr' in args.task else 0, window=window)
+                              border=scale if 'sr' in args.task else 0, window=window,
+                              float_psnr=args.float_psnr)
   forward = nnx.jit(lambda m, x: m(x))
   restore = lambda x: np.asarray(forward(model, x[None]))[0]
   folder = _resolve_dataset(args.dataset)
   lq = _resolve_dataset(args.lq) if args.lq else None
 
-  def show(name, row):
-    if not args.quiet:
-      print(f'{name:24s} ' + '  '.join(f'{k} {v:.4f}' for k, v in row.items()))
+  from tqdm import tqdm
+  images = proto.list_images(folder)
+  bar = tqdm(total=len(images), desc=f'eval {folder.name}', unit='img', file=sys.stderr,
+             disable=args.quiet or None)
 
-  result = proto.evaluate(restore, proto.list_images(folder), protocol, lq_folder=lq, on_image=show)
+  def show(name, row):
+    bar.update(1)
+    if not args.quiet:
+      if bar.n == 1:
+        tqdm.write(f'{"image":24s} ' + '  '.join(f'{k:>8s}' for k in row), file=sys.stdout)
+      tqdm.write(f'{name:24s} ' + '  '.join(f'{v:8.4f}' for v in row.values()), file=sys.stdout)
+
+  result = proto.evaluate(restore, images, protocol, lq_folder=lq, on_image=show)
+  bar.close()
   print(f'{args.model or args.weights} on {folder.name} ({protocol.task}' +
         (f', sigma {protocol.noise_level}' if protocol.noise_level else '') +
         (f', q {protocol.jpeg_quality}' if protocol.jpeg_quality else '') +
@@ -90,6 +101,13 @@ def _cmd_eval(args) -> int:
   if args.json:
     with open(args.json, 'x') as f:  # never overwrite
       json.dump(result.as_dict(), f, indent=2)
+  if args.csv:
+    import csv
+    with open(args.csv, 'x', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['image', *result.scores])
+      for i, name in enumerate(result.names):
+        writer.writerow([name, *(f'{v[i]:.6f}' for v in result.scores.values())])
   return 0
 
 
@@ -130,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--task', help='override the task (gray_dn, color_dn, jpeg_car, color_jpeg_car, classical_sr, ...)')
   p.add_argument('--noise', type=float, help='override the noise sigma (0..255 scale)')
   p.add_argument('--jpeg', type=int, help='override the JPEG quality')
+  p.add_argument('--float-psnr', action='store_true',
+                 help='PSNR on clamped float outputs (SaoYan/DnCNN-PyTorch test.py) instead of uint8')
   p.add_argument('--json', help='also write per-image scores to this new JSON file')
+  p.add_argument('--csv', help='also write per-image scores to this new CSV file')
   p.add_argument('--quiet', action='store_true', help='only print the average')
   p.set_defaults(func=_cmd_eval)
 

@@ -31,7 +31,7 @@ class Protocol:
   scale: int = 1
   border: int = 0
   window: int | None = None      # pad input as main_test_swinir.py does; None = no padding
-  float_psnr: bool = False       # SaoYan/DnCNN-PyTorch: PSNR on clamped floats, not uint8
+  float_psnr: bool = False       # SaoYan/DnCNN-PyTorch's test.py: PSNR on clamped floats, not uint8
   seed: int = 0
 
   def __post_init__(self):
@@ -52,8 +52,7 @@ def protocol_for(preset, **overrides) -> Protocol:
   hp = preset.hyperparameters
   window = hp.get('window_size') if preset.architecture == 'swinir' else None
   fields = dict(task=preset.task, noise_level=preset.noise_level, jpeg_quality=preset.jpeg_quality,
-                scale=preset.scale, border=preset.border, window=window,
-                float_psnr=preset.name.startswith('dncnn-saoyan'))
+                scale=preset.scale, border=preset.border, window=window)
   fields.update({k: v for k, v in overrides.items() if v is not None})
   return Protocol(**fields)
 
