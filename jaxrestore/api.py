@@ -100,8 +100,15 @@ def load(name: str | None = None, weights: str | os.PathLike | None = None, *,
     params = converted.read_converted_params(weights, expected_params(model))
     return _with_params(model, params)
 
-  from jaxrestore.convert.torch_checkpoint import read_state_dict
-  state_dict = read_state_dict(weights, key=key or (preset.checkpoint_key if preset else None))
+  from jaxrestore.convert.torch_checkpoint import CheckpointError, read_checkpoint, unwrap_state_dict
+  tree = read_checkpoint(weights)
+  try:
+    state_dict = unwrap_state_dict(tree, key=key or (preset.checkpoint_key if preset else None), source=str(weights))
+  except CheckpointError:
+    if key is not None or preset is None or preset.checkpoint_key is None:
+      raise
+    # The preset's container key is a preference: re-saved checkpoints are often bare state dicts.
+    state_dict = unwrap_state_dict(tree, source=str(weights))
   arch_name, detected_hp = detect_architecture(state_dict, source=str(weights))
   _check_preset_architecture(preset, arch_name, weights)
   arch = get_architecture(arch_name)

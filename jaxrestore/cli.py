@@ -40,6 +40,94 @@ def _cmd_demo(args) -> int:
   return 0
 
 
+def _expand_inputs(items: list[str]) -> tuple[list, list[str]]:
+  """Files, folders (their images) and globs -> (paths, errors for items that match nothing)."""
+  import glob
+  from pathlib import Path
+  from jaxrestore.imageio import READ_SUFFIXES
+  paths, errors = [], []
+  for item in items:
+    p = Path(item)
+    if p.is_dir():
+      found = sorted(f for f in p.iterdir() if f.suffix.lower() in READ_SUFFIXES and f.is_file())
+      if not found:
+        errors.append(f'{item}: folder holds no images')
+      paths += found
+    elif p.exists() or not glob.has_magic(item):
+      paths.append(p)  # a missing file is reported when it is read
+    else:
+      found = sorted(Path(f) for f in glob.glob(item, recursive=True) if Path(f).is_file())
+      if not found:
+        errors.append(f'{item}: no file matches')
+      paths += found
+  return paths, errors
+
+
+def _one_line(error: Exception) -> str:
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  text = '; '.join(lines)
+  return text if len(text) <= 400 else text[:397] + '...'
+
+
+def _cmd_restore(args) -> int:
+  from pathlib import Path
+  import jax.numpy as jnp
+  from tqdm import tqdm
+  import jaxrestore
+  from jaxrestore import inference
+  from jaxrestore.imageio import ImageReadError, read_image, write_image
+
+  try:
+    model = jaxrestore.load(args.model, args.weights, pretrained=True)
+  except Exception as e:  # weights that do not match the preset, missing weights, ...
+    print(f'jaxrestore restore: error: {_one_line(e)}', file=sys.stderr)
+    return 2
+  dtype = {'fp32': None, 'float32': None, 'bf16': jnp.bfloat16, 'bfloat16': jnp.bfloat16}[args.dtype]
+  out_dir = Path(args.output)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  inputs, failures = _expand_inputs(args.inputs)
+  for f in failures:
+    print(f'jaxrestore restore: error: {f}', file=sys.stderr)
+  input_set = {p.resolve() for p in inputs if p.exists()}
+  claimed: dict = {}
+  minimum = inference.minimum_size(model.config)
+  written = 0
+  bar = tqdm(inputs, desc='images', unit='img', file=sys.stderr, disable=args.quiet or None)
+  for path in bar:
+    target = out_dir / f'{path.stem}{args.suffix}.{args.format}'
+    try:
+      if target.resolve() in input_set:
+        raise ValueError(f'output {target} would overwrite an input; choose another -o or --suffix')
+      if target.resolve() in claimed:
+        raise ValueError(f'output {target} is already written for {claimed[target.resolve()]}')
+      if target.exists() and not args.overwrite:
+        raise FileExistsError(f'{target} exists; pass --overwrite to replace it')
+      image = read_image(path)
+      if min(image.shape[:2]) < minimum:
+        raise ValueError(f'{path}: image of {image.shape[1]}x{image.shape[0]} pixels is smaller than '
+                         f'the model minimum of {minimum}x{minimum}')
+      tiles = tqdm(total=0, desc='tiles', unit='tile', file=sys.stderr, leave=False, disable=args.quiet or None)
+
+      def progress(done, total):
+        tiles.total = total
+        tiles.n = done
+        tiles.refresh()
+
+      result = inference.restore(model, image, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                                 dtype=dtype, progress=progress)
+      tiles.close()
+      write_image(target, result, bit_depth=16 if image.dtype.itemsize == 2 else 8)
+      claimed[target.resolve()] = path
+      written += 1
+    except (ImageReadError, ValueError, FileExistsError, OSError) as e:
+      failures.append(str(path))
+      bar.write(f'jaxrestore restore: error: {_one_line(e)}', file=sys.stderr)
+  if not args.quiet:
+    print(f'restored {written} of {len(inputs)} image(s) into {out_dir}' +
+          (f'; {len(failures)} failed' if failures else ''))
+  return 1 if failures else 0
+
+
 def _resolve_dataset(name: str):
   from pathlib import Path
   import os
@@ -154,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--csv', help='also write per-image scores to this new CSV file')
   p.add_argument('--quiet', action='store_true', help='only print the average')
   p.set_defaults(func=_cmd_eval)
+
+  p = sub.add_parser('restore', help='restore image files (tiled, batched over all local devices)')
+  p.add_argument('inputs', nargs='+', help='image files, folders or globs (PNG, JPEG, TIFF, BMP, WebP)')
+  p.add_argument('-o', '--output', required=True, help='output folder (inputs are never overwritten)')
+  p.add_argument('--model', required=True, help='preset name (see `jaxrestore presets`)')
+  p.add_argument('--weights', help="checkpoint (.pth or converted folder); default: the preset's")
+  p.add_argument('--tile', type=int, default=256, help='tile size in input pixels (default 256; 0 = whole image)')
+  p.add_argument('--overlap', type=int, default=32, help='overlap between tiles (default 32)')
+  p.add_argument('--batch-size', type=int, default=4, help='tiles per step, spread over all devices')
+  p.add_argument('--dtype', default='fp32', choices=['fp32', 'float32', 'bf16', 'bfloat16'])
+  p.add_argument('--format', default='png', choices=['png', 'tif', 'tiff', 'bmp', 'webp', 'jpg', 'jpeg'],
+                 help='output format (default png)')
+  p.add_argument('--suffix', default='', help='appended to output file stems')
+  p.add_argument('--overwrite', action='store_true', help='replace existing outputs')
+  p.add_argument('--quiet', action='store_true')
+  p.set_defaults(func=_cmd_restore)
 
   p = sub.add_parser('demo', help='denoise the bundled image with the bundled DnCNN weights')
   p.add_argument('--out', default='demo_out', help='output folder (default: demo_out)')
