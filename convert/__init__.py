@@ -30,19 +30,15 @@ def from_torch(src: str | os.PathLike, dst: str | os.PathLike, *, name: str | No
     raise FileExistsError(f'{dst} already exists; pass overwrite=True (CLI: --overwrite) to replace it')
   if dst.absolute() == src.absolute():
     raise FileExistsError(f'refusing to write the converted checkpoint over its source {src}')
-  model = api.load(name, src, key=key, **hyperparameters)
+  preset = api.get_preset(name) if name is not None else None
+  # Streaming: tensors are read and transformed one at a time into the converted copy, which is
+  # the only full copy held (no model is built; shapes come from an abstract model).
+  arch, config, state_dict = api.torch_checkpoint_config(src, preset, key=key, **hyperparameters)
+  expected = api.expected_params(api.abstract_model(arch, config))
+  params = arch.torch_params.apply(state_dict, expected, source=str(src))
   return save_converted(
-      dst, api.params_of(model), architecture=_architecture_of(model),
-      hyperparameters=api.hyperparameters_of(model), overwrite=overwrite, preset=name,
-      source_file=src.name, source_sha256=_sha256(src))
-
-
-def _architecture_of(model) -> str:
-  from jaxrestore.registry import ARCHITECTURES
-  for arch in ARCHITECTURES.values():
-    if isinstance(model, arch.model_cls):
-      return arch.name
-  raise TypeError(f'{type(model).__name__} is not a registered architecture')
+      dst, params, architecture=arch.name, hyperparameters=api.hyperparameters_of(config),
+      overwrite=overwrite, preset=name, source_file=src.name, source_sha256=_sha256(src))
 
 
 def _sha256(path: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 __version__ = '0.1.0'
 
 from jaxrestore.api import get_preset, load, presets
+from jaxrestore.inference import restore
 from jaxrestore import convert, kernels
 
-__all__ = ['load', 'presets', 'get_preset', 'convert', 'kernels', '__version__']
+__all__ = ['load', 'presets', 'get_preset', 'restore', 'convert', 'kernels', '__version__']

@@ -96,10 +96,17 @@ def load(name: str | None = None, weights: str | os.PathLike | None = None, *,
     arch = get_architecture(arch_name)
     base = preset.hyperparameters if preset else stored_hp
     config = _make_config(arch, {**base, **hyperparameters})
-    model = nnx.eval_shape(lambda: arch.model_cls(config, rngs=nnx.Rngs(seed)))
+    model = abstract_model(arch, config, seed)
     params = converted.read_converted_params(weights, expected_params(model))
     return _with_params(model, params)
 
+  arch, config, state_dict = torch_checkpoint_config(weights, preset, key=key, **hyperparameters)
+  return model_from_state_dict(arch, config, state_dict, source=str(weights), seed=seed)
+
+
+def torch_checkpoint_config(weights, preset: Preset | None, *, key: str | None = None,
+                            **hyperparameters) -> tuple[Architecture, Any, Mapping[str, Any]]:
+  """(architecture, config, lazily read state dict) of a PyTorch checkpoint file."""
   from jaxrestore.convert.torch_checkpoint import CheckpointError, read_checkpoint, unwrap_state_dict
   tree = read_checkpoint(weights)
   try:
@@ -113,14 +120,18 @@ def load(name: str | None = None, weights: str | os.PathLike | None = None, *,
   _check_preset_architecture(preset, arch_name, weights)
   arch = get_architecture(arch_name)
   base = preset.hyperparameters if preset else detected_hp
-  config = _make_config(arch, {**base, **hyperparameters})
-  return model_from_state_dict(arch, config, state_dict, source=str(weights), seed=seed)
+  return arch, _make_config(arch, {**base, **hyperparameters}), state_dict
+
+
+def abstract_model(arch: Architecture, config, seed: int = 0) -> nnx.Module:
+  """The model's structure, shapes and dtypes, without allocating or initialising weights."""
+  return nnx.eval_shape(lambda: arch.model_cls(config, rngs=nnx.Rngs(seed)))
 
 
 def model_from_state_dict(arch: Architecture, config, state_dict: Mapping[str, Any], *,
                           source: str = 'state dict', seed: int = 0) -> nnx.Module:
   """Strictly loads a PyTorch state dict into `arch.model_cls(config)` without random init."""
-  model = nnx.eval_shape(lambda: arch.model_cls(config, rngs=nnx.Rngs(seed)))
+  model = abstract_model(arch, config, seed)
   params = arch.torch_params.apply(state_dict, expected_params(model), source=source)
   return _with_params(model, params)
 
@@ -139,8 +150,9 @@ def params_of(model: nnx.Module) -> dict[tuple, np.ndarray]:
           for path, var in nnx.to_flat_state(nnx.state(model, CHECKPOINT_STATE))}
 
 
-def hyperparameters_of(model: nnx.Module) -> dict[str, Any]:
-  return {k: v for k, v in dataclasses.asdict(model.config).items() if k not in RUNTIME_FIELDS}
+def hyperparameters_of(config) -> dict[str, Any]:
+  """A config's checkpoint-defining fields (runtime choices such as dtype left out)."""
+  return {k: v for k, v in dataclasses.asdict(config).items() if k not in RUNTIME_FIELDS}
 
 
 def _with_params(abstract_model: nnx.Module, params: Mapping[tuple, np.ndarray]) -> nnx.Module:

@@ -29,6 +29,19 @@ def _cmd_convert(args) -> int:
   return 0
 
 
+def _cmd_bench(args) -> int:
+  from jaxrestore import bench
+  sizes = (32,) if args.smoke else tuple(int(s) for s in args.sizes.split(','))
+  batches = (1,) if args.smoke else tuple(int(b) for b in args.batches.split(','))
+  presets = tuple(args.presets.split(','))
+  repeats = 1 if args.smoke else args.repeats
+  print(f'jaxrestore bench on {bench.machine_line()} (median of {repeats}, forward only, random weights)')
+  rows = bench.run_bench(presets, sizes, batches, repeats, args.dtype,
+                         frameworks=('jax',) if args.jax_only else ('jax', 'torch'))
+  print(bench.format_table(rows))
+  return 0 if rows else 1
+
+
 def _cmd_demo(args) -> int:
   from jaxrestore.demo import DEMO_PRESET, DEMO_SIGMA, run_demo
   r = run_demo(args.out, overwrite=args.overwrite)
@@ -258,6 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--overwrite', action='store_true', help='replace existing outputs')
   p.add_argument('--quiet', action='store_true')
   p.set_defaults(func=_cmd_restore)
+
+  p = sub.add_parser('bench', help='throughput and peak memory, JAX vs PyTorch, in one run')
+  p.add_argument('--presets', default='swinir-color-dn15,swinir-lightweight-x2')
+  p.add_argument('--sizes', default='128,256', help='square input sizes, comma-separated')
+  p.add_argument('--batches', default='1,8', help='batch sizes, comma-separated')
+  p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'])
+  p.add_argument('--jax-only', action='store_true', help='skip the PyTorch rows')
+  p.add_argument('--smoke', action='store_true', help='tiny sizes, one repeat: checks the pipeline only')
+  p.set_defaults(func=_cmd_bench)
 
   p = sub.add_parser('demo', help='denoise the bundled image with the bundled DnCNN weights')
   p.add_argument('--out', default='demo_out', help='output folder (default: demo_out)')
