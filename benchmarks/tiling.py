@@ -78,6 +78,6 @@ if __name__ == '__main__':
   ap.add_argument('what', choices=['seams', 'memory'])
   ap.add_argument('--max-tiles', type=int, default=None)
   ap.add_argument('--tile', type=int, default=256)
-  ap.add_argument('--batch', type=int, default=4)
+  ap.add_argument('--batch', type=int, default=1)
   args = ap.parse_args()
   seams() if args.what == 'seams' else memory(args.max_tiles, args.tile, args.batch)

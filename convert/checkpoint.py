@@ -23,10 +23,15 @@ def is_converted_checkpoint(path) -> bool:
   return Path(path).is_dir() and (Path(path) / METADATA_FILE).is_file()
 
 
-def save_converted(dst, params: Mapping[tuple, Any], *, architecture: str,
+def save_converted(dst, params: dict[tuple, Any], *, architecture: str,
                    hyperparameters: Mapping[str, Any], overwrite: bool = False,
                    **provenance) -> Path:
-  """Writes atomically: a failure never leaves a half-written `dst` or damages an existing one."""
+  """Writes atomically: a failure never leaves a half-written `dst` or damages an existing one.
+
+  Streaming: `params` is emptied as its arrays are moved into the checkpoint, and orbax writes at
+  most about 1 GB at a time, so peak memory stays near one copy of the weights.
+  """
+  import jax.numpy as jnp
   import orbax.checkpoint as ocp  # heavy import, only needed here
 
   dst = Path(dst).absolute()
@@ -40,13 +45,12 @@ def save_converted(dst, params: Mapping[tuple, Any], *, architecture: str,
   os.umask(umask)
   staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
   try:
-    flat = {format_path(p): np.asarray(v) for p, v in params.items()}
-    checkpointer = ocp.StandardCheckpointer()
+    num_params = int(sum(np.size(v) for v in params.values()))
+    flat = {format_path(p): jnp.asarray(params.pop(p)) for p in list(params)}
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(save_concurrent_gb=1, use_compression=False))
     checkpointer.save(staging / 'params', flat)
-    checkpointer.wait_until_finished()
     meta = dict(format=FORMAT, format_version=FORMAT_VERSION, architecture=architecture,
-                hyperparameters=_jsonable(dict(hyperparameters)),
-                num_params=int(sum(np.size(v) for v in flat.values())), **provenance)
+                hyperparameters=_jsonable(dict(hyperparameters)), num_params=num_params, **provenance)
     (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2) + '\n')
     if dst.exists():
       backup = dst.with_name(f'.{dst.name}.old')

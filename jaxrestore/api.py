@@ -155,15 +155,15 @@ def hyperparameters_of(config) -> dict[str, Any]:
   return {k: v for k, v in dataclasses.asdict(config).items() if k not in RUNTIME_FIELDS}
 
 
-def _with_params(abstract_model: nnx.Module, params: Mapping[tuple, np.ndarray]) -> nnx.Module:
+def _with_params(abstract_model: nnx.Module, params: dict[tuple, np.ndarray]) -> nnx.Module:
+  """Fills an abstract model; `params` is emptied as arrays move to the device (one copy at a time)."""
   graphdef, state = nnx.split(abstract_model)
-  flat = nnx.to_flat_state(state)
   leaves = []
-  for path, var in flat:
+  for path, var in nnx.to_flat_state(state):
     path = tuple(path)
     if path not in params:
       raise CheckpointMismatchError(f'no value for model state {".".join(map(str, path))}')
-    leaves.append((path, var.replace(jax.numpy.asarray(params[path]))))
+    leaves.append((path, var.replace(jax.numpy.asarray(params.pop(path)))))
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 

@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--weights', help="checkpoint (.pth or converted folder); default: the preset's")
   p.add_argument('--tile', type=int, default=256, help='tile size in input pixels (default 256; 0 = whole image)')
   p.add_argument('--overlap', type=int, default=32, help='overlap between tiles (default 32)')
-  p.add_argument('--batch-size', type=int, default=4, help='tiles per step, spread over all devices')
+  p.add_argument('--batch-size', type=int, default=None,
+                 help='tiles per step, spread over all devices (default: 1 per CPU, 8 per accelerator)')
   p.add_argument('--dtype', default='fp32', choices=['fp32', 'float32', 'bf16', 'bfloat16'])
   p.add_argument('--format', default='png', choices=['png', 'tif', 'tiff', 'bmp', 'webp', 'jpg', 'jpeg'],
                  help='output format (default png)')

@@ -21,7 +21,12 @@ import numpy as np
 from flax import nnx
 
 DEFAULT_OVERLAP = 32
-DEFAULT_BATCH_SIZE = 4
+
+
+def default_batch_size(num_devices: int) -> int:
+  """Tiles per step: one per CPU device (activations dominate memory; CPUs gain nothing from
+  batching), eight per accelerator."""
+  return num_devices * (1 if jax.default_backend() == 'cpu' else 8)
 
 
 def data_mesh(devices=None) -> jax.sharding.Mesh:
@@ -186,13 +191,14 @@ def tile_multiple(config) -> int:
 
 
 def restore(model: nnx.Module, image: np.ndarray, *, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
-            batch_size: int = DEFAULT_BATCH_SIZE, dtype=None, mesh: jax.sharding.Mesh | None = None,
+            batch_size: int | None = None, dtype=None, mesh: jax.sharding.Mesh | None = None,
             progress: Callable[[int, int], None] | None = None) -> np.ndarray:
   """Restores one image; returns float32 H'×W'×C in [0, 1].
 
   tile: tile size in input pixels (None = the whole image in one call, compiled per image size);
   overlap: pixels shared by neighbouring tiles; batch_size: tiles per call (rounded up to a multiple
-  of the device count; tiles are spread over all local devices along the mesh's 'data' axis);
+  of the device count; tiles are spread over all local devices along the mesh's 'data' axis;
+  default: one per CPU device, eight per accelerator);
   dtype: compute dtype, e.g. jnp.bfloat16 (softmax and normalisation statistics stay float32);
   progress: called with (tiles done, tiles total) after every batch.
   """
@@ -219,6 +225,8 @@ def restore(model: nnx.Module, image: np.ndarray, *, tile: int | None = None, ov
 
   restorer = get_restorer(model, dtype=dtype, mesh=mesh)
   grid = plan_tiles(height, width, tile, overlap, tile_multiple(config))
+  if batch_size is None:
+    batch_size = default_batch_size(restorer.num_devices)
   step = _round_up(max(1, batch_size), restorer.num_devices)
   tiles = [(p, y, x0) for p in range(len(planes)) for y, x0 in grid.origins]
   padded = [_pad_to(plane, grid.height, grid.width) for plane in planes]
