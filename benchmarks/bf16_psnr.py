@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import jax.numpy as jnp
-import numpy as np
 
 
 def main():

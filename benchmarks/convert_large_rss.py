@@ -9,7 +9,6 @@ and wall time next to the checkpoint size. Temporary files are deleted.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys

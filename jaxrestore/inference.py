@@ -11,9 +11,8 @@ Image borders are never tapered.
 from __future__ import annotations
 
 import dataclasses
-import math
 import weakref
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp

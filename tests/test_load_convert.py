@@ -15,7 +15,7 @@ from jaxrestore.convert.mapping import CheckpointMismatchError
 from jaxrestore.models import swinir
 from jaxrestore.registry import detect_architecture
 
-from torch_reference import randomize_, run_nchw, state_dict_numpy
+from torch_reference import randomize_, run_nchw
 
 from spandrel.architectures.SwinIR import SwinIR as TorchSwinIR  # noqa: E402  (after the shim)
 
