@@ -166,6 +166,10 @@ def _cmd_eval(args) -> int:
     raise ValueError('eval with --weights only needs --task (the preset normally supplies it)')
   preset = jaxrestore.get_preset(args.model) if args.model else None
   model = jaxrestore.load(args.model, args.weights, pretrained=True)
+  allinone = args.protocol == 'allinone' or (args.protocol == 'auto' and preset is not None
+                                              and preset.task == 'all_in_one')
+  if allinone:
+    return _eval_allinone(args, model)
   if preset is not None:
     protocol = proto.protocol_for(preset, noise_level=args.noise, jpeg_quality=args.jpeg, task=args.task,
                                   float_psnr=args.float_psnr or None)
@@ -212,6 +216,30 @@ def _cmd_eval(args) -> int:
   return 0
 
 
+def _eval_allinone(args, model) -> int:
+  """HAIR/PromptIR's test protocol (jaxrestore.eval.allinone): RGB, skimage-style SSIM, crop to 16."""
+  import numpy as np
+  from flax import nnx
+  from jaxrestore.eval import allinone
+  from jaxrestore.eval.protocol import list_images
+
+  if args.task not in allinone.TASKS:
+    raise ValueError(f'the all-in-one protocol needs --task {" / ".join(allinone.TASKS)}, got {args.task!r}')
+  images = list_images(_resolve_dataset(args.dataset))
+  targets = None
+  if args.gt:
+    gt = _resolve_dataset(args.gt)
+    targets = [gt / p.name for p in images]
+  forward = nnx.jit(lambda m, x: m(x))
+  result = allinone.evaluate_allinone(lambda x: np.asarray(forward(model, x[None]))[0], images, task=args.task,
+                                      sigma=args.noise, target_paths=targets)
+  mean = result.mean()
+  print(f'{args.model or args.weights} on {args.dataset} (all-in-one protocol, {args.task}' +
+        (f', sigma {args.noise:g}' if args.noise else '') + f', {len(result.names)} images) average: ' +
+        '  '.join(f'{k} {v:.4f}' for k, v in mean.items()))
+  return 0
+
+
 def _parse_assignment(text: str):
   import ast
   if '=' not in text:
@@ -246,7 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--weights', help='checkpoint (.pth or converted folder); default: the preset\'s')
   p.add_argument('--dataset', required=True, help='ground-truth folder, or a test-set name under $JAXRESTORE_DATA/testsets')
   p.add_argument('--lq', help='low-resolution folder for SR (files named <name>x<scale>.<ext>)')
-  p.add_argument('--task', help='override the task (gray_dn, color_dn, jpeg_car, color_jpeg_car, classical_sr, ...)')
+  p.add_argument('--task', help='override the task (gray_dn, color_dn, jpeg_car, color_jpeg_car, classical_sr, ...; '
+                 'all-in-one protocol: denoise, derain, dehaze)')
+  p.add_argument('--protocol', default='auto', choices=['auto', 'swinir', 'allinone'],
+                 help="swinir = main_test_swinir.py; allinone = HAIR/PromptIR's test code (auto: by the preset)")
+  p.add_argument('--gt', help='all-in-one derain/dehaze: folder of ground truths with the same file names')
   p.add_argument('--noise', type=float, help='override the noise sigma (0..255 scale)')
   p.add_argument('--jpeg', type=int, help='override the JPEG quality')
   p.add_argument('--float-psnr', action='store_true',
@@ -282,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--jax-only', action='store_true', help='skip the PyTorch rows')
   p.add_argument('--smoke', action='store_true', help='tiny sizes, one repeat: checks the pipeline only')
   p.set_defaults(func=_cmd_bench)
+
+  from jaxrestore.train.cli import add_train_parser
+  add_train_parser(sub)
 
   p = sub.add_parser('demo', help='denoise the bundled image with the bundled DnCNN weights')
   p.add_argument('--out', default='demo_out', help='output folder (default: demo_out)')

@@ -180,13 +180,14 @@ def _batches(items: list, size: int) -> Iterator[list]:
 # ----- the engine ---------------------------------------------------------------------------------
 
 def minimum_size(config) -> int:
-  """Smallest image side a model restores meaningfully: one attention window, else 4 pixels."""
-  return max(4, int(getattr(config, 'window_size', 0) or 0))
+  """Smallest image side a model restores meaningfully: its own minimum, one attention window, or
+  4 pixels."""
+  return max(4, int(getattr(config, 'min_size', 0)), int(getattr(config, 'window_size', 0) or 0))
 
 
 def tile_multiple(config) -> int:
-  """Tile sizes that avoid padding inside the model (SwinIR pads to its window)."""
-  return int(getattr(config, 'window_size', 1) or 1)
+  """Tile sides the model takes without padding (SwinIR's window, the U-Nets' 8)."""
+  return int(getattr(config, 'window_size', None) or getattr(config, 'size_multiple', 1))
 
 
 def restore(model: nnx.Module, image: np.ndarray, *, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
@@ -205,7 +206,7 @@ def restore(model: nnx.Module, image: np.ndarray, *, tile: int | None = None, ov
   x, _ = to_float_image(image)
   if tile == 0:
     tile = None
-  in_chans, scale = config.in_chans, config.scale
+  in_chans, out_chans, scale = config.in_chans, config.out_chans, config.scale
   height, width, channels = x.shape
   alpha = None
   if channels in (2, 4) and channels == in_chans + 1:
@@ -215,9 +216,9 @@ def restore(model: nnx.Module, image: np.ndarray, *, tile: int | None = None, ov
   channels = x.shape[2]
   if channels == in_chans:
     planes = [x]
-  elif in_chans == 1:       # a gray model restores each colour channel on its own
+  elif in_chans == out_chans == 1:  # a gray model restores each colour channel on its own
     planes = [x[:, :, c:c + 1] for c in range(channels)]
-  elif channels == 1:       # a colour model on a gray image: restore the replicated image
+  elif channels == 1 and in_chans == out_chans:  # a colour model on a gray image: replicate
     planes = [np.repeat(x, in_chans, axis=2)]
   else:
     raise ValueError(f'the model takes {in_chans}-channel images, this image has {channels} channels')
@@ -229,8 +230,7 @@ def restore(model: nnx.Module, image: np.ndarray, *, tile: int | None = None, ov
   step = _round_up(max(1, batch_size), restorer.num_devices)
   tiles = [(p, y, x0) for p in range(len(planes)) for y, x0 in grid.origins]
   padded = [_pad_to(plane, grid.height, grid.width) for plane in planes]
-  out_c = in_chans
-  acc = [np.zeros((grid.height * scale, grid.width * scale, out_c), np.float32) for _ in planes]
+  acc = [np.zeros((grid.height * scale, grid.width * scale, out_chans), np.float32) for _ in planes]
   weight = np.zeros((grid.height * scale, grid.width * scale, 1), np.float32)
   wy = {y: _ramp(grid.tile_h, grid.overlap, scale, y > 0, y + grid.tile_h < grid.height) for y in grid.ys}
   wx = {x0: _ramp(grid.tile_w, grid.overlap, scale, x0 > 0, x0 + grid.tile_w < grid.width) for x0 in grid.xs}
@@ -252,7 +252,7 @@ def restore(model: nnx.Module, image: np.ndarray, *, tile: int | None = None, ov
   results = [a / weight for a in acc]
   if len(planes) > 1:
     result = np.concatenate(results, axis=2)
-  elif channels == 1 and in_chans > 1:
+  elif channels == 1 and out_chans > 1:
     result = results[0].mean(axis=2, keepdims=True)
   else:
     result = results[0]

@@ -5,7 +5,7 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 from jaxrestore.convert.mapping import CheckpointMismatchError, ParamMap
-from jaxrestore.models import dncnn, swinir
+from jaxrestore.models import dncnn, hair, promptir, restormer, swinir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,12 @@ ARCHITECTURES: dict[str, Architecture] = {
                            _missing_keys(*swinir.SIGNATURE_KEYS), swinir.hyperparameters_from_state_dict),
     'dncnn': Architecture('dncnn', dncnn.DnCNNConfig, dncnn.DnCNN, dncnn.TORCH_PARAMS,
                           dncnn.missing_signature, dncnn.hyperparameters_from_state_dict),
+    'restormer': Architecture('restormer', restormer.RestormerConfig, restormer.Restormer, restormer.TORCH_PARAMS,
+                              restormer.missing_signature, restormer.hyperparameters_from_state_dict),
+    'promptir': Architecture('promptir', promptir.PromptIRConfig, promptir.PromptIR, promptir.TORCH_PARAMS,
+                             promptir.missing_signature, promptir.hyperparameters_from_state_dict),
+    'hair': Architecture('hair', hair.HAIRConfig, hair.HAIR, hair.TORCH_PARAMS,
+                         hair.missing_signature, hair.hyperparameters_from_state_dict),
 }
 
 

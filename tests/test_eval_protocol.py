@@ -75,3 +75,22 @@ def test_protocol_needs_its_task_parameters():
   with pytest.raises(FileNotFoundError, match='low-resolution input'):
     proto.make_pair(proto.list_images(proto.Path(__file__).parent.parent / 'jaxrestore' / 'assets')[0],
                     proto.Protocol(task='classical_sr', scale=2), lq_folder=proto.Path('/nonexistent'))
+
+
+def test_allinone_protocol_through_the_cli(data_dir, tmp_path, capsys):
+  """PromptIR's golden checkpoint under HAIR/PromptIR's own protocol, CLI vs the library call."""
+  import shutil
+  from flax import nnx
+  import jaxrestore
+  from jaxrestore.eval import allinone
+  for name in ('kodim01.png', 'kodim02.png'):
+    shutil.copy(data_dir / 'testsets' / 'Kodak24' / name, tmp_path / name)
+  weights = data_dir / 'golden' / 'promptir_small.pth'
+  assert cli.main(['eval', '--weights', str(weights), '--protocol', 'allinone', '--task', 'denoise',
+                   '--noise', '15', '--dataset', str(tmp_path)]) == 0
+  printed = float(re.search(r'average: psnr (\d+\.\d+)', capsys.readouterr().out).group(1))
+  model = jaxrestore.load(weights=weights)
+  forward = nnx.jit(lambda m, x: m(x))
+  direct = allinone.evaluate_allinone(lambda x: np.asarray(forward(model, x[None]))[0],
+                                      sorted(tmp_path.glob('*.png')), task='denoise', sigma=15)
+  assert abs(printed - direct.mean()['psnr']) < 1e-4

@@ -77,6 +77,10 @@ class SwinIRConfig:
     return self.upscale if self.upsampler else 1
 
   @property
+  def out_chans(self) -> int:
+    return self.in_chans
+
+  @property
   def input_resolution(self) -> tuple[int, int]:
     size = self.img_size if isinstance(self.img_size, tuple) else (self.img_size, self.img_size)
     return size[0] // self.patch_size, size[1] // self.patch_size

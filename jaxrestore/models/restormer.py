@@ -1,0 +1,374 @@
+"""Restormer (Zamir et al., CVPR 2022) in Flax NNX, numerically faithful to the official PyTorch model.
+
+Reimplements `basicsr/models/archs/restormer_arch.py` of swz30/Restormer: a 4-level U-Net of
+transformer blocks made of MDTA (transposed "channel" attention: L2-normalised q and k over pixels,
+a (C x C) softmax scaled by a learned per-head temperature) and GDFN (gated depth-wise feed-forward
+with exact GELU), LayerNorm over channels in the 'WithBias' or 'BiasFree' flavour (the latter scales
+x, not x - mean), PixelUnshuffle/PixelShuffle resampling in PyTorch's channel order, a global
+residual (none for dual-pixel defocus deblurring, which maps 6 channels to 3 with an extra skip conv).
+
+The network needs H and W divisible by 8 (three 2x downsamplings). Like the official demo.py and
+test scripts, the module reflect-pads the bottom/right edges up to a multiple of 8 and
+crops the output back, so it accepts any size reflect padding allows: multiples of 8, or at least
+5 pixels per side (padding by p rows needs more than p rows). Activations are NHWC; images in
+[0, 1] map to images.
+
+The blocks here are shared by PromptIR and HAIR (`promptir.py`, `hair.py`), which copy them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxrestore import kernels
+from jaxrestore import layers
+from jaxrestore.convert.mapping import CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio
+
+LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
+MULTIPLE = 8  # three PixelUnshuffle(2)
+
+
+@dataclasses.dataclass(frozen=True)
+class RestormerConfig:
+  """Hyperparameters with the official constructor's names and defaults."""
+  inp_channels: int = 3
+  out_channels: int = 3
+  dim: int = 48
+  num_blocks: tuple[int, ...] = (4, 6, 6, 8)
+  num_refinement_blocks: int = 4
+  heads: tuple[int, ...] = (1, 2, 4, 8)
+  ffn_expansion_factor: float = 2.66
+  bias: bool = False
+  LayerNorm_type: str = 'WithBias'  # noqa: N815  (the official keyword)
+  dual_pixel_task: bool = False
+  # Not in the original: which channel-attention implementation to run (see jaxrestore.kernels).
+  attention: str = 'auto'
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    object.__setattr__(self, 'num_blocks', tuple(int(n) for n in self.num_blocks))
+    object.__setattr__(self, 'heads', tuple(int(h) for h in self.heads))
+    check_unet_config('Restormer', self)
+    if not self.dual_pixel_task and self.inp_channels != self.out_channels:
+      raise ValueError(f'Restormer: the global residual needs inp_channels == out_channels '
+                       f'({self.inp_channels} != {self.out_channels}); only dual_pixel_task maps 6 to 3')
+
+  @property
+  def scale(self) -> int:
+    return 1
+
+  @property
+  def in_chans(self) -> int:
+    """The name every jaxrestore config uses (inference, CLI) for the official `inp_channels`."""
+    return self.inp_channels
+
+  @property
+  def out_chans(self) -> int:
+    return self.out_channels
+
+  @property
+  def size_multiple(self) -> int:
+    """Image sides the U-Net takes without padding (three 2x downsamplings)."""
+    return MULTIPLE
+
+  def replace(self, **changes) -> 'RestormerConfig':
+    return dataclasses.replace(self, **changes)
+
+
+def check_unet_config(name: str, cfg) -> None:
+  """Checks shared by Restormer, PromptIR and HAIR configs."""
+  if len(cfg.num_blocks) != 4 or len(cfg.heads) != 4:
+    raise ValueError(f'{name}: num_blocks {cfg.num_blocks} and heads {cfg.heads} need 4 levels each')
+  if cfg.LayerNorm_type not in LAYER_NORM_TYPES:
+    raise ValueError(f'{name}: LayerNorm_type must be one of {LAYER_NORM_TYPES}, got {cfg.LayerNorm_type!r}')
+  for level, heads in enumerate(cfg.heads):
+    if (cfg.dim * 2 ** level) % heads:
+      raise ValueError(f'{name}: level {level + 1} width {cfg.dim * 2 ** level} is not divisible by {heads} heads')
+
+
+def conv_kwargs(cfg) -> dict:
+  return dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+
+
+class ChannelLayerNorm(nnx.Module):
+  """The original's LayerNorm over channels (eps 1e-5, biased variance): 'WithBias' is a standard
+  LayerNorm; 'BiasFree' has no bias and divides x itself (not x - mean) by the standard deviation."""
+
+  def __init__(self, dim: int, layer_norm_type: str, cfg, *, rngs: nnx.Rngs):
+    del rngs  # deterministic init (ones / zeros), as the original
+    self.scale = nnx.Param(jnp.ones((dim,), cfg.param_dtype))
+    self.bias = nnx.Param(jnp.zeros((dim,), cfg.param_dtype)) if layer_norm_type == 'WithBias' else None
+
+  def __call__(self, x):
+    # Statistics in float32 at least (also under bfloat16 compute).
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mu = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mu), axis=-1, keepdims=True)
+    scale = self.scale[...].astype(xf.dtype)
+    if self.bias is None:
+      y = xf / jnp.sqrt(var + 1e-5) * scale
+    else:
+      y = (xf - mu) / jnp.sqrt(var + 1e-5) * scale + self.bias[...].astype(xf.dtype)
+    return y.astype(x.dtype)
+
+
+def transposed_attention(qkv, temperature, num_heads: int, implementation: str):
+  """MDTA core on NHWC `qkv` (channels q | k | v, each split into heads as '(head c)'): returns NHWC.
+
+  The normalise-reduce-softmax-apply part runs in `kernels.get_channel_attention`, which takes
+  (batch, heads, channels, pixels) like the original's 'b head c (h w)'.
+  """
+  b, h, w, c3 = qkv.shape
+  c = c3 // 3
+  qkv = qkv.reshape(b, h * w, 3, num_heads, c // num_heads).transpose(2, 0, 3, 4, 1)
+  attend = kernels.get_channel_attention(implementation)
+  out = attend(qkv[0], qkv[1], qkv[2], temperature.reshape(-1).astype(qkv.dtype))
+  return out.transpose(0, 3, 1, 2).reshape(b, h, w, c)
+
+
+class Attention(nnx.Module):
+  """MDTA: 1x1 then depth-wise 3x3 conv to q, k, v; transposed attention; 1x1 projection."""
+
+  def __init__(self, dim: int, num_heads: int, bias: bool, cfg, *, rngs: nnx.Rngs):
+    self.num_heads = num_heads
+    self.implementation = cfg.attention
+    self.temperature = nnx.Param(jnp.ones((num_heads, 1, 1), cfg.param_dtype))
+    ck = conv_kwargs(cfg)
+    self.qkv = layers.PointwiseConv(dim, dim * 3, use_bias=bias, rngs=rngs, **ck)
+    self.qkv_dwconv = layers.DepthwiseConv(dim * 3, 3, use_bias=bias, rngs=rngs, **ck)
+    self.project_out = layers.PointwiseConv(dim, dim, use_bias=bias, rngs=rngs, **ck)
+
+  def __call__(self, x):
+    qkv = self.qkv_dwconv(self.qkv(x))
+    return self.project_out(transposed_attention(qkv, self.temperature[...], self.num_heads,
+                                                 self.implementation))
+
+
+def gated_gelu(x):
+  """GDFN gate: the first half of the channels through exact GELU times the second half."""
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  return jax.nn.gelu(x1, approximate=False) * x2
+
+
+class FeedForward(nnx.Module):
+  """GDFN: 1x1 to 2 * hidden, depth-wise 3x3, gate, 1x1 back (hidden = int(dim * factor))."""
+
+  def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool, cfg, *, rngs: nnx.Rngs):
+    hidden = int(dim * ffn_expansion_factor)
+    ck = conv_kwargs(cfg)
+    self.project_in = layers.PointwiseConv(dim, hidden * 2, use_bias=bias, rngs=rngs, **ck)
+    self.dwconv = layers.DepthwiseConv(hidden * 2, 3, use_bias=bias, rngs=rngs, **ck)
+    self.project_out = layers.PointwiseConv(hidden, dim, use_bias=bias, rngs=rngs, **ck)
+
+  def __call__(self, x):
+    return self.project_out(gated_gelu(self.dwconv(self.project_in(x))))
+
+
+class TransformerBlock(nnx.Module):
+
+  def __init__(self, dim: int, num_heads: int, cfg, *, rngs: nnx.Rngs):
+    self.norm1 = ChannelLayerNorm(dim, cfg.LayerNorm_type, cfg, rngs=rngs)
+    self.attn = Attention(dim, num_heads, cfg.bias, cfg, rngs=rngs)
+    self.norm2 = ChannelLayerNorm(dim, cfg.LayerNorm_type, cfg, rngs=rngs)
+    self.ffn = FeedForward(dim, cfg.ffn_expansion_factor, cfg.bias, cfg, rngs=rngs)
+
+  def __call__(self, x):
+    x = x + self.attn(self.norm1(x))
+    return x + self.ffn(self.norm2(x))
+
+
+def transformer_blocks(dim: int, num_heads: int, depth: int, cfg, rngs: nnx.Rngs) -> nnx.List:
+  return nnx.List([TransformerBlock(dim, num_heads, cfg, rngs=rngs) for _ in range(depth)])
+
+
+def run_blocks(blocks, x):
+  for block in blocks:
+    x = block(x)
+  return x
+
+
+class OverlapPatchEmbed(nnx.Module):
+  """3x3 conv embedding; bias-free whatever `bias` says, as in the original."""
+
+  def __init__(self, in_c: int, embed_dim: int, cfg, *, rngs: nnx.Rngs):
+    self.proj = layers.conv2d(in_c, embed_dim, 3, use_bias=False, rngs=rngs, **conv_kwargs(cfg))
+
+  def __call__(self, x):
+    return self.proj(x)
+
+
+class Downsample(nnx.Module):
+  """Conv to n/2 channels, then PixelUnshuffle(2): (H, W, n) -> (H/2, W/2, 2n)."""
+
+  def __init__(self, n_feat: int, cfg, *, rngs: nnx.Rngs):
+    self.body = nnx.Sequential(
+        layers.conv2d(n_feat, n_feat // 2, 3, use_bias=False, rngs=rngs, **conv_kwargs(cfg)),
+        functools.partial(layers.pixel_unshuffle, factor=2))
+
+  def __call__(self, x):
+    return self.body(x)
+
+
+class Upsample(nnx.Module):
+  """Conv to 2n channels, then PixelShuffle(2): (H, W, n) -> (2H, 2W, n/2)."""
+
+  def __init__(self, n_feat: int, cfg, *, rngs: nnx.Rngs):
+    self.body = nnx.Sequential(
+        layers.conv2d(n_feat, n_feat * 2, 3, use_bias=False, rngs=rngs, **conv_kwargs(cfg)),
+        functools.partial(layers.pixel_shuffle, factor=2))
+
+  def __call__(self, x):
+    return self.body(x)
+
+
+def check_input(name: str, x, channels: int, pad: bool, min_size: int = 1) -> None:
+  """Clear errors for what the original rejects (or fails on) instead of a shape error deep inside."""
+  if x.ndim != 4 or x.shape[-1] != channels:
+    raise ValueError(f'{name} expects NHWC input with {channels} channels, got shape {x.shape}')
+  h, w = x.shape[1:3]
+  if not pad and (h % MULTIPLE or w % MULTIPLE):
+    raise ValueError(f'{name} needs H and W divisible by {MULTIPLE} (three 2x downsamplings), got {h}x{w}; '
+                     f'crop the image (the official test code centre-crops to a multiple of 16) or build '
+                     f'the model with pad_to_multiple=True (reflect padding, as the official demo.py)')
+  padded = [-(-n // MULTIPLE) * MULTIPLE for n in (h, w)] if pad else [h, w]
+  if min(padded) < min_size:
+    raise ValueError(f'{name} needs H and W of at least {min_size} pixels{" after padding" if pad else ""}, '
+                     f'got {h}x{w}')
+
+
+class Restormer(nnx.Module):
+  """Restormer: NHWC images (any size >= 5 px, padded internally to a multiple of 8) -> NHWC."""
+
+  def __init__(self, config: RestormerConfig, *, rngs: nnx.Rngs):
+    cfg = self.config = config
+    dim, nb, heads, ck = cfg.dim, cfg.num_blocks, cfg.heads, conv_kwargs(cfg)
+    self.patch_embed = OverlapPatchEmbed(cfg.inp_channels, dim, cfg, rngs=rngs)
+    self.encoder_level1 = transformer_blocks(dim, heads[0], nb[0], cfg, rngs)
+    self.down1_2 = Downsample(dim, cfg, rngs=rngs)
+    self.encoder_level2 = transformer_blocks(dim * 2, heads[1], nb[1], cfg, rngs)
+    self.down2_3 = Downsample(dim * 2, cfg, rngs=rngs)
+    self.encoder_level3 = transformer_blocks(dim * 4, heads[2], nb[2], cfg, rngs)
+    self.down3_4 = Downsample(dim * 4, cfg, rngs=rngs)
+    self.latent = transformer_blocks(dim * 8, heads[3], nb[3], cfg, rngs)
+    self.up4_3 = Upsample(dim * 8, cfg, rngs=rngs)
+    self.reduce_chan_level3 = layers.PointwiseConv(dim * 8, dim * 4, use_bias=cfg.bias, rngs=rngs, **ck)
+    self.decoder_level3 = transformer_blocks(dim * 4, heads[2], nb[2], cfg, rngs)
+    self.up3_2 = Upsample(dim * 4, cfg, rngs=rngs)
+    self.reduce_chan_level2 = layers.PointwiseConv(dim * 4, dim * 2, use_bias=cfg.bias, rngs=rngs, **ck)
+    self.decoder_level2 = transformer_blocks(dim * 2, heads[1], nb[1], cfg, rngs)
+    self.up2_1 = Upsample(dim * 2, cfg, rngs=rngs)
+    self.decoder_level1 = transformer_blocks(dim * 2, heads[0], nb[0], cfg, rngs)
+    self.refinement = transformer_blocks(dim * 2, heads[0], cfg.num_refinement_blocks, cfg, rngs)
+    if cfg.dual_pixel_task:
+      self.skip_conv = layers.PointwiseConv(dim, dim * 2, use_bias=cfg.bias, rngs=rngs, **ck)
+    self.output = layers.conv2d(dim * 2, cfg.out_channels, 3, use_bias=cfg.bias, rngs=rngs, **ck)
+
+  def __call__(self, x):
+    cfg = self.config
+    check_input('Restormer', x, cfg.inp_channels, pad=True)
+    h, w = x.shape[1:3]
+    x = layers.pad_to_multiple(x.astype(cfg.dtype or x.dtype), MULTIPLE, 'reflect')
+
+    enc1_in = self.patch_embed(x)
+    enc1 = run_blocks(self.encoder_level1, enc1_in)
+    enc2 = run_blocks(self.encoder_level2, self.down1_2(enc1))
+    enc3 = run_blocks(self.encoder_level3, self.down2_3(enc2))
+    latent = run_blocks(self.latent, self.down3_4(enc3))
+
+    dec3 = self.reduce_chan_level3(jnp.concatenate([self.up4_3(latent), enc3], axis=-1))
+    dec3 = run_blocks(self.decoder_level3, dec3)
+    dec2 = self.reduce_chan_level2(jnp.concatenate([self.up3_2(dec3), enc2], axis=-1))
+    dec2 = run_blocks(self.decoder_level2, dec2)
+    dec1 = run_blocks(self.decoder_level1, jnp.concatenate([self.up2_1(dec2), enc1], axis=-1))
+    dec1 = run_blocks(self.refinement, dec1)
+    if cfg.dual_pixel_task:
+      out = self.output(dec1 + self.skip_conv(enc1_in))
+    else:
+      out = self.output(dec1) + x
+    return out[:, :h, :w, :]
+
+
+# ----- checkpoints -----------------------------------------------------------------------------------
+
+# Rules shared by the Restormer family (PromptIR and HAIR add theirs in front).
+FAMILY_RULES = (
+    Rule(r'(.+)\.body\.weight', r'\1.scale', ndim=1),                  # LayerNorm (WithBias / BiasFree)
+    Rule(r'(.+)\.body\.bias', r'\1.bias', ndim=1),
+    Rule(r'(.+)\.body\.(\d+)\.weight', r'\1.body.layers.\2.kernel', conv_oihw_to_hwio),  # Down/Upsample
+    Rule(r'(.+\.temperature)', r'\1', ndim=3),
+    Rule(r'(.+)\.weight', r'\1.kernel', conv_oihw_to_hwio, ndim=4),
+    Rule(r'(.+)\.bias', r'\1.bias', ndim=1),
+)
+
+TORCH_PARAMS = ParamMap(rules=FAMILY_RULES)
+
+SIGNATURE_KEYS = (
+    'patch_embed.proj.weight', 'encoder_level1.0.norm1.body.weight', 'encoder_level1.0.attn.temperature',
+    'encoder_level1.0.attn.qkv.weight', 'encoder_level1.0.attn.qkv_dwconv.weight',
+    'encoder_level1.0.ffn.project_in.weight', 'down1_2.body.0.weight', 'latent.0.attn.temperature',
+    'up4_3.body.0.weight', 'reduce_chan_level3.weight', 'decoder_level3.0.attn.temperature',
+    'refinement.0.attn.temperature', 'output.weight',
+)
+# Keys that make a Restormer-shaped state dict one of its descendants instead.
+FOREIGN_KEYS = {'prompt1.prompt_param': 'PromptIR', 'noise_level3.attn.temperature': 'PromptIR',
+                'latent.kernel_box': 'HAIR'}
+
+
+def missing_signature(sd) -> list[str]:
+  problems = [f'missing key {k}' for k in SIGNATURE_KEYS if k not in sd]
+  problems += [f'has {k} (a {arch} checkpoint)' for k, arch in FOREIGN_KEYS.items() if k in sd]
+  return problems
+
+
+def count_children(sd, prefix: str) -> int:
+  """Number of consecutive integer children `prefix.{0,1,...}.` present in the keys."""
+  pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
+  found = {int(m.group(1)) for k in sd for m in [pattern.match(k)] if m}
+  n = 0
+  while n in found:
+    n += 1
+  return n
+
+
+def shape_of(sd, key: str) -> tuple[int, ...]:
+  return tuple(int(s) for s in np.shape(sd[key]))
+
+
+def ffn_expansion_factor_from(sd, dims_and_keys) -> float:
+  """The factor f with int(dim * f) equal to every stored hidden width (2.66 in all releases)."""
+  hidden = [(dim, shape_of(sd, key)[1]) for dim, key in dims_and_keys]
+  dim0, hidden0 = hidden[0]
+  for f in (2.66, hidden0 / dim0):
+    if all(int(d * f) == hd for d, hd in hidden):
+      return f
+  raise CheckpointMismatchError(f'no ffn_expansion_factor reproduces the hidden widths {hidden}')
+
+
+def unet_hyperparameters(sd, *, latent_prefix: str = 'latent') -> dict:
+  """Constructor arguments that Restormer, PromptIR and HAIR store the same way."""
+  dim, inp = shape_of(sd, 'patch_embed.proj.weight')[:2]
+  levels = ('encoder_level1', 'encoder_level2', 'encoder_level3', latent_prefix)
+  num_blocks = tuple(count_children(sd, p) for p in levels)
+  heads = tuple(shape_of(sd, f'{p}.0.attn.temperature')[0] for p in levels)
+  ffn = ffn_expansion_factor_from(
+      sd, [(dim * 2 ** i, f'{p}.0.ffn.project_out.weight') for i, p in enumerate(levels[:3])])
+  return dict(
+      inp_channels=inp, out_channels=shape_of(sd, 'output.weight')[0], dim=dim, num_blocks=num_blocks,
+      num_refinement_blocks=count_children(sd, 'refinement'), heads=heads, ffn_expansion_factor=ffn,
+      bias='encoder_level1.0.attn.qkv.bias' in sd,
+      LayerNorm_type='WithBias' if 'encoder_level1.0.norm1.body.bias' in sd else 'BiasFree')
+
+
+def hyperparameters_from_state_dict(sd) -> dict:
+  """Recovers the constructor arguments of an official Restormer checkpoint from keys and shapes."""
+  hp = unet_hyperparameters(sd)
+  hp['dual_pixel_task'] = 'skip_conv.weight' in sd
+  return hp

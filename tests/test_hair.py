@@ -1,0 +1,127 @@
+"""HAIR against the golden outputs of the official code (../shared/data/golden), loaded the way a
+user loads a checkpoint: `jaxrestore.load(weights=...)` with architecture auto-detection."""
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from flax import nnx
+
+import jaxrestore
+from jaxrestore import kernels
+from jaxrestore.convert.torch_checkpoint import read_state_dict
+from jaxrestore.models import hair
+
+CASE = 'hair_small'
+_forward = nnx.jit(lambda m, v: m(v))
+
+
+@pytest.fixture(scope='module')
+def golden(data_dir):
+  return data_dir / 'golden'
+
+
+@pytest.fixture(scope='module')
+def model(golden):
+  return jaxrestore.load(weights=golden / f'{CASE}.pth')
+
+
+def _run(model, x_nchw):
+  return np.asarray(_forward(model, x_nchw.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+
+
+def test_checkpoint_is_detected_with_the_golden_config(model, golden):
+  kwargs = json.loads((golden / f'{CASE}.json').read_text())['constructor_kwargs']
+  assert isinstance(model, hair.HAIR)
+  assert model.config == hair.HAIRConfig(**kwargs)
+
+
+def _check_golden(ours, npz):
+  """No further from the float64 run than 3x PyTorch's own float32 error; <= 1e-5 at output scale 1."""
+  ref32, ref64 = npz['output'], npz['output_f64']
+  assert ours.shape == ref32.shape
+  err = float(np.max(np.abs(ours.astype(np.float64) - ref64)))
+  torch_err = float(np.max(np.abs(ref32.astype(np.float64) - ref64)))
+  assert err <= 3 * torch_err, f'{err:.3g} vs float64, PyTorch float32 {torch_err:.3g}'
+  assert err <= 1e-5 * max(1.0, float(np.max(np.abs(ref64))))
+
+
+def test_golden_output_64x64(model, golden):
+  npz = np.load(golden / f'{CASE}.npz')
+  _check_golden(_run(model, npz['input']), npz)
+
+
+def test_golden_output_96x80_batched_and_padded(model, golden):
+  """Batch of two different images: the first must still give the golden output (the per-sample
+  kernels do not mix samples). The second is a crop of it reflect-padded by hand, which must equal
+  what pad_to_multiple=True (official demo.py's pad_input: reflect bottom/right, run, crop) gives."""
+  npz = np.load(golden / f'{CASE}_96x80.npz')
+  crop = npz['input'][:, :, :90, :77]
+  by_hand = np.pad(crop, ((0, 0), (0, 0), (0, 6), (0, 3)), mode='reflect')
+  both = _run(model, np.concatenate([npz['input'], by_hand]))
+  _check_golden(both[:1], npz)
+  padded_model = jaxrestore.load(weights=golden / f'{CASE}.pth', pad_to_multiple=True)
+  # Equal up to float32 rounding (batch 1 and batch 2 compile to differently ordered sums).
+  np.testing.assert_allclose(_run(padded_model, crop), both[1:, :, :90, :77], rtol=0, atol=1e-5)
+
+
+def _float64_channel_attention(q, k, v, temperature):
+  def normalize(x):
+    return x / jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True)), 1e-12)
+  scores = jnp.einsum('bhcn,bhdn->bhcd', normalize(q), normalize(k)) * temperature.reshape(1, -1, 1, 1)
+  return jnp.einsum('bhcd,bhdn->bhcn', jax.nn.softmax(scores, axis=-1), v)
+
+
+def test_float64_run_matches_output_f64(golden):
+  kernels.register_channel_attention('float64-test', _float64_channel_attention)
+  npz = np.load(golden / f'{CASE}.npz')
+  with jax.enable_x64(True):
+    model = jaxrestore.load(weights=golden / f'{CASE}.pth', param_dtype=jnp.float64, attention='float64-test')
+    ours = np.asarray(_forward(model, npz['input'].transpose(0, 2, 3, 1).astype(np.float64)))
+  assert np.max(np.abs(ours.transpose(0, 3, 1, 2) - npz['output_f64'])) <= 1e-10
+
+
+def test_unsupported_sizes_are_a_clear_error():
+  model = nnx.eval_shape(lambda: hair.HAIR(hair.HAIRConfig(num_blocks=(1, 1, 1, 1), num_refinement_blocks=1),
+                                           rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match='divisible by 8'):
+    model(np.zeros((1, 64, 60, 3), np.float32))
+  with pytest.raises(ValueError, match='at least 32'):
+    model(np.zeros((1, 24, 24, 3), np.float32))
+
+
+def test_weight_banks_have_the_original_sizes(golden):
+  """num_box = max(4, n) + 1, except decoder_level3 (max(4, n)); six kernels per row."""
+  assert hair.HAIRConfig().num_boxes == dict(latent=9, decoder_level3=6, decoder_level2=7, decoder_level1=5,
+                                             refinement=5)
+  sd = read_state_dict(golden / f'{CASE}.pth')
+  boxes = hair.HAIRConfig(num_blocks=(1, 1, 1, 2), num_refinement_blocks=1).num_boxes
+  for level, dim in (('latent', 384), ('decoder_level3', 192), ('decoder_level2', 96), ('refinement', 96)):
+    hidden = int(dim * 2.66)
+    assert np.shape(sd[f'{level}.kernel_box']) == (boxes[level], sum(hair.kernel_segments(dim, hidden)))
+
+
+def _torch_hyper_conv(x, w, out_channels, in_channels, kernel_size, groups):
+  """The original HyConv2d trick: fold the batch into channels, one grouped conv for all samples."""
+  b = x.shape[0]
+  w = w.reshape(b * out_channels, in_channels // groups, kernel_size, kernel_size)
+  y = F.conv2d(x.reshape(1, -1, *x.shape[2:]), w, padding=kernel_size // 2, groups=b * groups)
+  return y.reshape(b, -1, *y.shape[2:])
+
+
+def test_per_sample_convolutions_match_the_grouped_conv_of_the_original():
+  rng = np.random.default_rng(0)
+  b, c, o = 3, 6, 5
+  x = rng.standard_normal((b, 7, 9, c)).astype(np.float32)
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+  w1 = rng.standard_normal((b, o * c)).astype(np.float32)
+  ref = _torch_hyper_conv(xt, torch.from_numpy(w1), o, c, 1, 1).numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(np.asarray(hair.pointwise_per_sample(x, w1.reshape(b, o, c))), ref, atol=2e-6)
+  w3 = rng.standard_normal((b, c * 9)).astype(np.float32)
+  ref = _torch_hyper_conv(xt, torch.from_numpy(w3), c, c, 3, c).numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(np.asarray(hair.depthwise_per_sample(x, w3)), ref, atol=2e-6)

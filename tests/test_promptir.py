@@ -1,0 +1,110 @@
+"""PromptIR against the golden outputs of the official code (../shared/data/golden), loaded the way a
+user loads a checkpoint: `jaxrestore.load(weights=...)` with architecture auto-detection."""
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import jaxrestore
+from jaxrestore import kernels, layers
+from jaxrestore.convert.torch_checkpoint import read_state_dict
+from jaxrestore.models import promptir
+from jaxrestore.registry import detect_architecture
+
+CASE = 'promptir_small'
+SIZES = ['', '_96x80', '_136x152']  # exact 2x prompt downscale, non-integer downscale, upscale
+
+_forward = nnx.jit(lambda m, v: m(v))
+
+
+@pytest.fixture(scope='module')
+def golden(data_dir):
+  return data_dir / 'golden'
+
+
+@pytest.fixture(scope='module')
+def model(golden):
+  return jaxrestore.load(weights=golden / f'{CASE}.pth')
+
+
+def _run(model, x_nchw):
+  return np.asarray(_forward(model, x_nchw.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+
+
+def test_checkpoint_is_detected_with_the_golden_config(model, golden):
+  kwargs = json.loads((golden / f'{CASE}.json').read_text())['constructor_kwargs']
+  assert isinstance(model, promptir.PromptIR)
+  assert model.config == promptir.PromptIRConfig(**kwargs)
+
+
+@pytest.mark.parametrize('size', SIZES)
+def test_golden_output_within_float32_rounding(model, golden, size):
+  """No further from the float64 run than 3x PyTorch's own float32 error; <= 1e-5 at output scale 1.
+
+  The 96x80 input runs in a batch with its mirror image: batching must not change its output."""
+  npz = np.load(golden / f'{CASE}{size}.npz')
+  x = npz['input'] if size != '_96x80' else np.concatenate([npz['input'], npz['input'][..., ::-1]])
+  ours = _run(model, x)[:1]
+  ref32, ref64 = npz['output'], npz['output_f64']
+  assert ours.shape == ref32.shape
+  err = float(np.max(np.abs(ours.astype(np.float64) - ref64)))
+  torch_err = float(np.max(np.abs(ref32.astype(np.float64) - ref64)))
+  assert err <= 3 * torch_err, f'{size}: {err:.3g} vs float64, PyTorch float32 {torch_err:.3g}'
+  assert err <= 1e-5 * max(1.0, float(np.max(np.abs(ref64))))
+
+
+def _float64_channel_attention(q, k, v, temperature):
+  """MDTA core without the reference kernel's float32 norm, for a float64 run."""
+  def normalize(x):
+    return x / jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True)), 1e-12)
+  scores = jnp.einsum('bhcn,bhdn->bhcd', normalize(q), normalize(k)) * temperature.reshape(1, -1, 1, 1)
+  return jnp.einsum('bhcd,bhdn->bhcn', jax.nn.softmax(scores, axis=-1), v)
+
+
+def test_float64_run_matches_output_f64(golden):
+  """Same weights in float64: agrees with the official float64 run to ~1e-13 (structure is exact)."""
+  kernels.register_channel_attention('float64-test', _float64_channel_attention)
+  npz = np.load(golden / f'{CASE}.npz')
+  with jax.enable_x64(True):
+    model = jaxrestore.load(weights=golden / f'{CASE}.pth', param_dtype=jnp.float64, attention='float64-test')
+    ours = np.asarray(_forward(model, npz['input'].transpose(0, 2, 3, 1).astype(np.float64)))
+  assert ours.dtype == np.float64
+  assert np.max(np.abs(ours.transpose(0, 3, 1, 2) - npz['output_f64'])) <= 1e-10
+
+
+def test_unused_state_dict_entries_are_ignored(golden):
+  sd = read_state_dict(golden / f'{CASE}.pth')
+  unused = [k for k in sd if k.startswith(('chnl_reduce', 'reduce_noise_channel_'))]
+  assert len(unused) == 6 and all(promptir.TORCH_PARAMS.is_ignored(k) for k in unused)
+  assert detect_architecture(sd)[0] == 'promptir'
+
+
+def test_sizes_that_are_not_multiples_of_8_are_a_clear_error():
+  model = nnx.eval_shape(lambda: promptir.PromptIR(promptir.PromptIRConfig(num_blocks=(1, 1, 1, 1)),
+                                                   rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match='divisible by 8.*pad_to_multiple=True'):
+    model(np.zeros((1, 60, 64, 3), np.float32))
+
+
+def test_config_rejects_what_the_original_cannot_run():
+  with pytest.raises(ValueError, match='dim must be 48'):
+    promptir.PromptIRConfig(dim=32)
+  with pytest.raises(ValueError, match='decoder=False'):
+    promptir.PromptIRConfig(decoder=False)
+
+
+@pytest.mark.parametrize('src,dst', [((64, 64), (32, 32)), ((32, 32), (12, 10)), ((16, 16), (17, 19)),
+                                     ((16, 16), (16, 7)), ((5, 7), (40, 3))])
+def test_resize_bilinear_matches_torch_interpolate(src, dst):
+  x = np.random.default_rng(0).standard_normal((2, *src, 5)).astype(np.float32)
+  ref = torch.nn.functional.interpolate(torch.from_numpy(x.transpose(0, 3, 1, 2)), dst, mode='bilinear')
+  ours = np.asarray(jax.jit(lambda v: layers.resize_bilinear(v, dst))(x))
+  # Same indices and weights; PyTorch's build fuses some products into FMAs: a few ulps apart.
+  np.testing.assert_allclose(ours, ref.numpy().transpose(0, 2, 3, 1), rtol=0,
+                             atol=4 * np.finfo(np.float32).eps * np.abs(x).max())
