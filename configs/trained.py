@@ -1,5 +1,5 @@
 """Presets of models trained by jaxrestore itself (`jaxrestore train`), weights bundled in
-`jaxrestore/assets/<name>/` as converted directories (EMA weights of the last step).
+`jaxrestore/assets/<name>/` as converted directories (raw parameters of the last step).
 
 Both are DnCNN-17 (64 features, no BatchNorm, KAIR's layout) trained on a 2-core CPU from the
 `dncnn_gray` recipe's `cpu` variant: BSD400, random 40x40 patches with flips/rotations, batch 16,
