@@ -88,7 +88,7 @@ def pallas_call_options(backend: str, parallel_axes: int, *, num_warps: int = 4,
     try:
       from jax.experimental.pallas import triton as pltriton
     except ImportError:  # a JAX that dropped the deprecated Triton lowering
-      raise NotImplementedError('this JAX has no Pallas Triton lowering; use the XLA '
+      raise RuntimeError('this JAX has no Pallas Triton lowering; use the XLA '
                                 "implementation (attention='xla')") from None
     return {'compiler_params': pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)}
   from jax.experimental.pallas import tpu as pltpu
