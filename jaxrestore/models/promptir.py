@@ -33,7 +33,7 @@ PROMPT_LEN = 5
 
 
 @dataclasses.dataclass(frozen=True)
-class PromptIRConfig:
+class PromptIRConfig(restormer.UNetConfigNames):
   """Hyperparameters with the official constructor's names and defaults (but decoder=True, as released)."""
   inp_channels: int = 3
   out_channels: int = 3
@@ -63,24 +63,6 @@ class PromptIRConfig:
     if self.inp_channels != self.out_channels:
       raise ValueError(f'PromptIR: the global residual needs inp_channels == out_channels, got '
                        f'{self.inp_channels} and {self.out_channels}')
-
-  @property
-  def scale(self) -> int:
-    return 1
-
-  @property
-  def in_chans(self) -> int:
-    """The name every jaxrestore config uses (inference, CLI) for the official `inp_channels`."""
-    return self.inp_channels
-
-  @property
-  def out_chans(self) -> int:
-    return self.out_channels
-
-  @property
-  def size_multiple(self) -> int:
-    """Image sides the U-Net takes without padding (three 2x downsamplings)."""
-    return restormer.MULTIPLE
 
   def replace(self, **changes) -> 'PromptIRConfig':
     return dataclasses.replace(self, **changes)

@@ -35,8 +35,29 @@ LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 MULTIPLE = 8  # three PixelUnshuffle(2)
 
 
+class UNetConfigNames:
+  """The names every jaxrestore config exposes (inference, CLI), for the official U-Net keywords."""
+
+  @property
+  def scale(self) -> int:
+    return 1
+
+  @property
+  def in_chans(self) -> int:
+    return self.inp_channels
+
+  @property
+  def out_chans(self) -> int:
+    return self.out_channels
+
+  @property
+  def size_multiple(self) -> int:
+    """Image sides the U-Net takes without padding (three 2x downsamplings)."""
+    return MULTIPLE
+
+
 @dataclasses.dataclass(frozen=True)
-class RestormerConfig:
+class RestormerConfig(UNetConfigNames):
   """Hyperparameters with the official constructor's names and defaults."""
   inp_channels: int = 3
   out_channels: int = 3
@@ -60,24 +81,6 @@ class RestormerConfig:
     if not self.dual_pixel_task and self.inp_channels != self.out_channels:
       raise ValueError(f'Restormer: the global residual needs inp_channels == out_channels '
                        f'({self.inp_channels} != {self.out_channels}); only dual_pixel_task maps 6 to 3')
-
-  @property
-  def scale(self) -> int:
-    return 1
-
-  @property
-  def in_chans(self) -> int:
-    """The name every jaxrestore config uses (inference, CLI) for the official `inp_channels`."""
-    return self.inp_channels
-
-  @property
-  def out_chans(self) -> int:
-    return self.out_channels
-
-  @property
-  def size_multiple(self) -> int:
-    """Image sides the U-Net takes without padding (three 2x downsamplings)."""
-    return MULTIPLE
 
   def replace(self, **changes) -> 'RestormerConfig':
     return dataclasses.replace(self, **changes)
