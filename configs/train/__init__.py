@@ -179,3 +179,19 @@ def base_config() -> ConfigDict:
       tensorboard=True,          # if tensorboardX is importable
       distributed=dict(coordinator=None, num_processes=None, process_id=None),
   )
+
+
+def swinir_recipe(c: ConfigDict, patch_size: int = 128) -> ConfigDict:
+  """SwinIR's published training recipe (its KAIR options files): Adam 2e-4 (betas 0.9/0.99), lr
+  halved at 250k/400k/450k/475k of 500k steps, batch 8 per GPU, Charbonnier loss, EMA 0.999."""
+  c.data.patch_size = patch_size
+  c.data.batch_size = None
+  c.data.batch_size_per_device = 8
+  c.loss = dict(charbonnier=dict(weight=1.0, eps=1e-9))
+  c.optimizer = dict(name='adam', lr=2e-4, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, clip_norm=None)
+  c.total_steps = 500_000
+  c.schedule = dict(kind='multistep', milestones=[250_000, 400_000, 450_000, 475_000], gamma=0.5, warmup_steps=0)
+  c.ema_decay = 0.999
+  c.checkpoint = dict(every=5_000, keep=3, async_save=True)
+  c.log_every = 100
+  return c

@@ -6,7 +6,7 @@ the paper: add DIV2K/Flickr2K/WED folders with `data.sources`).
 """
 from __future__ import annotations
 
-from . import base_config, parse_arg
+from . import base_config, parse_arg, swinir_recipe
 
 
 def get_config(arg=None):
@@ -14,17 +14,8 @@ def get_config(arg=None):
   c = base_config()
   c.model = dict(preset=f'swinir-gray-car{a.quality}', hyperparameters={})
   c.data.train = dict(dataset='bsd400', mode='L')
-  c.data.patch_size = 126
-  c.data.batch_size = None
-  c.data.batch_size_per_device = 8
+  swinir_recipe(c, patch_size=126)
   c.data.degradation = dict(kind='jpeg', quality=int(a.quality))
-  c.loss = dict(charbonnier=dict(weight=1.0, eps=1e-9))
-  c.optimizer = dict(name='adam', lr=2e-4, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, clip_norm=None)
-  c.total_steps = 500_000
-  c.schedule = dict(kind='multistep', milestones=[250_000, 400_000, 450_000, 475_000], gamma=0.5, warmup_steps=0)
-  c.ema_decay = 0.999
-  c.checkpoint = dict(every=5_000, keep=3, async_save=True)
-  c.log_every = 100
   c.eval = dict(every=5_000, dataset='Classic5', task='jpeg_car', jpeg_quality=int(a.quality), max_images=None,
                 use_ema=True)
   if a.cpu:

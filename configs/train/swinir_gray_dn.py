@@ -11,7 +11,7 @@ BSD400 is the part shipped in shared data: add the others with `data.sources`.
 """
 from __future__ import annotations
 
-from . import base_config, parse_arg
+from . import base_config, parse_arg, swinir_recipe
 
 SMALL = dict(embed_dim=60, depths=[6, 6, 6, 6], num_heads=[6, 6, 6, 6])
 MEDIUM = dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6)
@@ -24,17 +24,8 @@ def get_config(arg=None):
       SMALL if a.size == 's' else MEDIUM, in_chans=1, img_size=128, window_size=8, mlp_ratio=2.0, img_range=1.0,
       upscale=1, upsampler='', resi_connection='1conv'))
   c.data.train = dict(dataset='bsd400', mode='L')
-  c.data.patch_size = 128
-  c.data.batch_size = None
-  c.data.batch_size_per_device = 8
+  swinir_recipe(c, patch_size=128)
   c.data.degradation = dict(kind='gaussian', sigma=float(a.sigma))
-  c.loss = dict(charbonnier=dict(weight=1.0, eps=1e-9))
-  c.optimizer = dict(name='adam', lr=2e-4, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, clip_norm=None)
-  c.total_steps = 500_000
-  c.schedule = dict(kind='multistep', milestones=[250_000, 400_000, 450_000, 475_000], gamma=0.5, warmup_steps=0)
-  c.ema_decay = 0.999
-  c.checkpoint = dict(every=5_000, keep=3, async_save=True)
-  c.log_every = 100
   c.eval = dict(every=5_000, dataset='Set12', task='gray_dn', noise_level=float(a.sigma), max_images=None,
                 use_ema=True)
   if a.cpu:
