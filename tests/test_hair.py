@@ -17,6 +17,8 @@ from jaxrestore import kernels
 from jaxrestore.convert.torch_checkpoint import read_state_dict
 from jaxrestore.models import hair
 
+from torch_reference import assert_golden_output
+
 CASE = 'hair_small'
 _forward = nnx.jit(lambda m, v: m(v))
 
@@ -41,19 +43,9 @@ def test_checkpoint_is_detected_with_the_golden_config(model, golden):
   assert model.config == hair.HAIRConfig(**kwargs)
 
 
-def _check_golden(ours, npz):
-  """No further from the float64 run than 3x PyTorch's own float32 error; <= 1e-5 at output scale 1."""
-  ref32, ref64 = npz['output'], npz['output_f64']
-  assert ours.shape == ref32.shape
-  err = float(np.max(np.abs(ours.astype(np.float64) - ref64)))
-  torch_err = float(np.max(np.abs(ref32.astype(np.float64) - ref64)))
-  assert err <= 3 * torch_err, f'{err:.3g} vs float64, PyTorch float32 {torch_err:.3g}'
-  assert err <= 1e-5 * max(1.0, float(np.max(np.abs(ref64))))
-
-
 def test_golden_output_64x64(model, golden):
   npz = np.load(golden / f'{CASE}.npz')
-  _check_golden(_run(model, npz['input']), npz)
+  assert_golden_output(_run(model, npz['input']), npz)
 
 
 def test_golden_output_96x80_batched_and_padded(model, golden):
@@ -64,7 +56,7 @@ def test_golden_output_96x80_batched_and_padded(model, golden):
   crop = npz['input'][:, :, :90, :77]
   by_hand = np.pad(crop, ((0, 0), (0, 0), (0, 6), (0, 3)), mode='reflect')
   both = _run(model, np.concatenate([npz['input'], by_hand]))
-  _check_golden(both[:1], npz)
+  assert_golden_output(both[:1], npz)
   padded_model = jaxrestore.load(weights=golden / f'{CASE}.pth', pad_to_multiple=True)
   # Equal up to float32 rounding (batch 1 and batch 2 compile to differently ordered sums).
   np.testing.assert_allclose(_run(padded_model, crop), both[1:, :, :90, :77], rtol=0, atol=1e-5)

@@ -17,6 +17,8 @@ from jaxrestore.convert.torch_checkpoint import read_state_dict
 from jaxrestore.models import promptir
 from jaxrestore.registry import detect_architecture
 
+from torch_reference import assert_golden_output
+
 CASE = 'promptir_small'
 SIZES = ['', '_96x80', '_136x152']  # exact 2x prompt downscale, non-integer downscale, upscale
 
@@ -50,13 +52,7 @@ def test_golden_output_within_float32_rounding(model, golden, size):
   The 96x80 input runs in a batch with its mirror image: batching must not change its output."""
   npz = np.load(golden / f'{CASE}{size}.npz')
   x = npz['input'] if size != '_96x80' else np.concatenate([npz['input'], npz['input'][..., ::-1]])
-  ours = _run(model, x)[:1]
-  ref32, ref64 = npz['output'], npz['output_f64']
-  assert ours.shape == ref32.shape
-  err = float(np.max(np.abs(ours.astype(np.float64) - ref64)))
-  torch_err = float(np.max(np.abs(ref32.astype(np.float64) - ref64)))
-  assert err <= 3 * torch_err, f'{size}: {err:.3g} vs float64, PyTorch float32 {torch_err:.3g}'
-  assert err <= 1e-5 * max(1.0, float(np.max(np.abs(ref64))))
+  assert_golden_output(_run(model, x)[:1], npz, size)
 
 
 def _float64_channel_attention(q, k, v, temperature):

@@ -44,3 +44,14 @@ def float64_error_bound(jax_out: np.ndarray, torch32: np.ndarray, torch64: np.nd
   ours = float(np.max(np.abs(jax_out.astype(np.float64) - torch64)))
   theirs = float(np.max(np.abs(torch32.astype(np.float64) - torch64)))
   return ours, factor * theirs
+
+
+def assert_golden_output(ours_nchw: np.ndarray, npz, label: str = '') -> None:
+  """A golden case's tolerance: no further from the official float64 run than 3x PyTorch's own
+  float32 error, and <= 1e-5 at output scale 1."""
+  ref32, ref64 = npz['output'], npz['output_f64']
+  assert ours_nchw.shape == ref32.shape
+  err = float(np.max(np.abs(ours_nchw.astype(np.float64) - ref64)))
+  torch_err = float(np.max(np.abs(ref32.astype(np.float64) - ref64)))
+  assert err <= 3 * torch_err, f'{label}: {err:.3g} vs float64, PyTorch float32 {torch_err:.3g}'
+  assert err <= 1e-5 * max(1.0, float(np.max(np.abs(ref64))))
