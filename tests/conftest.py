@@ -28,3 +28,9 @@ def data_dir() -> Path:
   if not (root / 'testsets').is_dir():
     raise FileNotFoundError(f'shared test data not found at {root}; set JAXRESTORE_DATA')
   return root
+
+
+@pytest.fixture(scope='session')
+def golden(data_dir) -> Path:
+  """Inputs, weights and outputs of the official implementations (see its README)."""
+  return data_dir / 'golden'

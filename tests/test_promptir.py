@@ -17,26 +17,14 @@ from jaxrestore.convert.torch_checkpoint import read_state_dict
 from jaxrestore.models import promptir
 from jaxrestore.registry import detect_architecture
 
-from torch_reference import assert_golden_output
+from torch_reference import assert_golden_output, run_jax_nchw as _run
 
 CASE = 'promptir_small'
 SIZES = ['', '_96x80', '_136x152']  # exact 2x prompt downscale, non-integer downscale, upscale
 
-_forward = nnx.jit(lambda m, v: m(v))
-
-
-@pytest.fixture(scope='module')
-def golden(data_dir):
-  return data_dir / 'golden'
-
-
 @pytest.fixture(scope='module')
 def model(golden):
   return jaxrestore.load(weights=golden / f'{CASE}.pth')
-
-
-def _run(model, x_nchw):
-  return np.asarray(_forward(model, x_nchw.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
 
 
 def test_checkpoint_is_detected_with_the_golden_config(model, golden):
@@ -69,9 +57,9 @@ def test_float64_run_matches_output_f64(golden):
   npz = np.load(golden / f'{CASE}.npz')
   with jax.enable_x64(True):
     model = jaxrestore.load(weights=golden / f'{CASE}.pth', param_dtype=jnp.float64, attention='float64-test')
-    ours = np.asarray(_forward(model, npz['input'].transpose(0, 2, 3, 1).astype(np.float64)))
+    ours = _run(model, npz['input'].astype(np.float64))
   assert ours.dtype == np.float64
-  assert np.max(np.abs(ours.transpose(0, 3, 1, 2) - npz['output_f64'])) <= 1e-10
+  assert np.max(np.abs(ours - npz['output_f64'])) <= 1e-10
 
 
 def test_unused_state_dict_entries_are_ignored(golden):

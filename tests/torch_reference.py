@@ -55,3 +55,10 @@ def assert_golden_output(ours_nchw: np.ndarray, npz, label: str = '') -> None:
   torch_err = float(np.max(np.abs(ref32.astype(np.float64) - ref64)))
   assert err <= 3 * torch_err, f'{label}: {err:.3g} vs float64, PyTorch float32 {torch_err:.3g}'
   assert err <= 1e-5 * max(1.0, float(np.max(np.abs(ref64))))
+
+
+def run_jax_nchw(model, x_nchw: np.ndarray) -> np.ndarray:
+  """Runs an NHWC jaxrestore model (jitted) on an NCHW batch, as golden files store it."""
+  from flax import nnx
+  out = nnx.jit(lambda m, v: m(v))(model, x_nchw.transpose(0, 2, 3, 1))
+  return np.asarray(out).transpose(0, 3, 1, 2)
