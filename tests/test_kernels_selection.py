@@ -1,6 +1,5 @@
 """How 'auto' picks a kernel: XLA on CPU, Pallas on GPU/TPU only after its self-check passed there."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
