@@ -110,6 +110,12 @@ def kernel_self_check(what: str, platform: str) -> bool:
             jnp.max(jnp.stack([_max_error(g, r) for g, r in zip(grads, ref_grads)])))
 
   def run_checks():
+    # The kernels compute float32 products exactly; so must the reference they are judged against
+    # (TPUs default to bf16 passes for float32 matmuls).
+    with jax.default_matmul_precision('highest'):
+      _run_checks()
+
+  def _run_checks():
     for args in SELF_CHECKS[what]():
       fwd_err, grad_err = (float(e) for e in errors(args))
       tol = SELF_CHECK_TOLERANCE[args[0].dtype]
