@@ -40,6 +40,12 @@ CHANNEL_ATTENTION_IMPLEMENTATIONS: dict[str, Callable] = {
 }
 
 
+IMPLEMENTATIONS: dict[str, dict[str, Callable]] = {
+    'window-attention': WINDOW_ATTENTION_IMPLEMENTATIONS,
+    'channel-attention': CHANNEL_ATTENTION_IMPLEMENTATIONS,
+}
+
+
 def register_window_attention(name: str, fn: Callable) -> None:
   WINDOW_ATTENTION_IMPLEMENTATIONS[name] = fn
 
@@ -93,8 +99,7 @@ def kernel_self_check(what: str, platform: str) -> bool:
   'auto' trusts a kernel on a device only after this check, so a lowering bug or an unsupported
   device falls back to XLA instead of producing wrong images. Cached per kernel and platform.
   """
-  table = {'window-attention': WINDOW_ATTENTION_IMPLEMENTATIONS,
-           'channel-attention': CHANNEL_ATTENTION_IMPLEMENTATIONS}[what]
+  table = IMPLEMENTATIONS[what]
   kernel, reference = table['pallas'], table['xla']
 
   def loss(fn, *args):
@@ -137,10 +142,11 @@ def kernel_self_check(what: str, platform: str) -> bool:
   return True
 
 
-def _pick(table: dict[str, Callable], name: str, what: str) -> Callable:
+def _pick(what: str, name: str) -> Callable:
   """'auto' picks the Pallas kernel on GPU/TPU once it passed `kernel_self_check` there, and the XLA
   reference on CPU (where Pallas only interprets). $JAXRESTORE_KERNELS=xla|pallas|auto overrides
   what 'auto' means, e.g. to rule kernels out on an accelerator."""
+  table = IMPLEMENTATIONS[what]
   if name == 'auto':
     name = os.environ.get(KERNEL_ENV, 'auto') or 'auto'
     if name == 'auto':
@@ -159,8 +165,8 @@ register_channel_attention('pallas', channel_attention)
 
 
 def get_window_attention(name: str = 'auto') -> Callable:
-  return _pick(WINDOW_ATTENTION_IMPLEMENTATIONS, name, 'window-attention')
+  return _pick('window-attention', name)
 
 
 def get_channel_attention(name: str = 'auto') -> Callable:
-  return _pick(CHANNEL_ATTENTION_IMPLEMENTATIONS, name, 'channel-attention')
+  return _pick('channel-attention', name)

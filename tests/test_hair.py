@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -13,11 +11,10 @@ import torch.nn.functional as F
 from flax import nnx
 
 import jaxrestore
-from jaxrestore import kernels
 from jaxrestore.convert.torch_checkpoint import read_state_dict
 from jaxrestore.models import hair
 
-from torch_reference import assert_golden_output, run_jax_nchw as _run
+from torch_reference import assert_golden_output, run_golden_float64, run_jax_nchw as _run
 
 CASE = 'hair_small'
 @pytest.fixture(scope='module')
@@ -50,19 +47,9 @@ def test_golden_output_96x80_batched_and_padded(model, golden):
   np.testing.assert_allclose(_run(padded_model, crop), both[1:, :, :90, :77], rtol=0, atol=1e-5)
 
 
-def _float64_channel_attention(q, k, v, temperature):
-  def normalize(x):
-    return x / jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True)), 1e-12)
-  scores = jnp.einsum('bhcn,bhdn->bhcd', normalize(q), normalize(k)) * temperature.reshape(1, -1, 1, 1)
-  return jnp.einsum('bhcd,bhdn->bhcn', jax.nn.softmax(scores, axis=-1), v)
-
-
 def test_float64_run_matches_output_f64(golden):
-  kernels.register_channel_attention('float64-test', _float64_channel_attention)
   npz = np.load(golden / f'{CASE}.npz')
-  with jax.enable_x64(True):
-    model = jaxrestore.load(weights=golden / f'{CASE}.pth', param_dtype=jnp.float64, attention='float64-test')
-    ours = _run(model, npz['input'].astype(np.float64))
+  ours = run_golden_float64(golden / f'{CASE}.pth', npz['input'])
   assert np.max(np.abs(ours - npz['output_f64'])) <= 1e-10
 
 

@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from flax import nnx
 
 import jaxrestore
-from jaxrestore import kernels, layers
+from jaxrestore import layers
 from jaxrestore.convert.torch_checkpoint import read_state_dict
 from jaxrestore.models import promptir
 from jaxrestore.registry import detect_architecture
 
-from torch_reference import assert_golden_output, run_jax_nchw as _run
+from torch_reference import assert_golden_output, run_golden_float64, run_jax_nchw as _run
 
 CASE = 'promptir_small'
 SIZES = ['', '_96x80', '_136x152']  # exact 2x prompt downscale, non-integer downscale, upscale
@@ -43,21 +42,10 @@ def test_golden_output_within_float32_rounding(model, golden, size):
   assert_golden_output(_run(model, x)[:1], npz, size)
 
 
-def _float64_channel_attention(q, k, v, temperature):
-  """MDTA core without the reference kernel's float32 norm, for a float64 run."""
-  def normalize(x):
-    return x / jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True)), 1e-12)
-  scores = jnp.einsum('bhcn,bhdn->bhcd', normalize(q), normalize(k)) * temperature.reshape(1, -1, 1, 1)
-  return jnp.einsum('bhcd,bhdn->bhcn', jax.nn.softmax(scores, axis=-1), v)
-
-
 def test_float64_run_matches_output_f64(golden):
   """Same weights in float64: agrees with the official float64 run to ~1e-13 (structure is exact)."""
-  kernels.register_channel_attention('float64-test', _float64_channel_attention)
   npz = np.load(golden / f'{CASE}.npz')
-  with jax.enable_x64(True):
-    model = jaxrestore.load(weights=golden / f'{CASE}.pth', param_dtype=jnp.float64, attention='float64-test')
-    ours = _run(model, npz['input'].astype(np.float64))
+  ours = run_golden_float64(golden / f'{CASE}.pth', npz['input'])
   assert ours.dtype == np.float64
   assert np.max(np.abs(ours - npz['output_f64'])) <= 1e-10
 

@@ -62,3 +62,26 @@ def run_jax_nchw(model, x_nchw: np.ndarray) -> np.ndarray:
   from flax import nnx
   out = nnx.jit(lambda m, v: m(v))(model, x_nchw.transpose(0, 2, 3, 1))
   return np.asarray(out).transpose(0, 3, 1, 2)
+
+
+def _float64_channel_attention(q, k, v, temperature):
+  """MDTA core without the XLA reference's float32 norm, for float64 runs."""
+  import jax
+  import jax.numpy as jnp
+
+  def normalize(x):
+    return x / jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True)), 1e-12)
+  scores = jnp.einsum('bhcn,bhdn->bhcd', normalize(q), normalize(k)) * temperature.reshape(1, -1, 1, 1)
+  return jnp.einsum('bhcd,bhdn->bhcn', jax.nn.softmax(scores, axis=-1), v)
+
+
+def run_golden_float64(weights, x_nchw: np.ndarray) -> np.ndarray:
+  """A golden checkpoint loaded and run in float64 (to compare with the official float64 run)."""
+  import jax
+  import jax.numpy as jnp
+  import jaxrestore
+  from jaxrestore import kernels
+  kernels.register_channel_attention('float64-test', _float64_channel_attention)
+  with jax.enable_x64(True):
+    model = jaxrestore.load(weights=weights, param_dtype=jnp.float64, attention='float64-test')
+    return run_jax_nchw(model, x_nchw.astype(np.float64))

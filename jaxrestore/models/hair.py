@@ -27,7 +27,6 @@ multiples of 8 and at least 32 (the classifier's two stride-2 convs need 4x4 lev
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -47,27 +46,13 @@ MLP_DEPTH = 3
 
 
 @dataclasses.dataclass(frozen=True)
-class HAIRConfig(restormer.UNetConfigNames):
+class HAIRConfig(restormer.UNetConfig):
   """Hyperparameters with the official constructor's names and defaults."""
-  inp_channels: int = 3
-  out_channels: int = 3
-  dim: int = 48
-  num_blocks: tuple[int, ...] = (4, 6, 6, 8)
-  num_refinement_blocks: int = 4
-  heads: tuple[int, ...] = (1, 2, 4, 8)
-  ffn_expansion_factor: float = 2.66
-  bias: bool = False
-  LayerNorm_type: str = 'WithBias'  # noqa: N815  (the official keyword)
   # Not in the original: reflect-pad H, W to a multiple of 8 and crop back.
   pad_to_multiple: bool = False
-  attention: str = 'auto'
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    object.__setattr__(self, 'num_blocks', tuple(int(n) for n in self.num_blocks))
-    object.__setattr__(self, 'heads', tuple(int(h) for h in self.heads))
-    restormer.check_unet_config('HAIR', self)
+    super().__post_init__()
     if self.dim != 48:
       raise ValueError(f'HAIR: dim must be 48 (reduce_chan_level3 hardcodes 2*dim + 192 channels), got {self.dim}')
     if self.inp_channels != self.out_channels:
@@ -84,9 +69,6 @@ class HAIRConfig(restormer.UNetConfigNames):
     nb = self.num_blocks
     return dict(latent=max(4, nb[3]) + 1, decoder_level3=max(4, nb[2]), decoder_level2=max(4, nb[1]) + 1,
                 decoder_level1=max(4, nb[0]) + 1, refinement=max(4, self.num_refinement_blocks) + 1)
-
-  def replace(self, **changes) -> 'HAIRConfig':
-    return dataclasses.replace(self, **changes)
 
 
 # ----- the classifier (utils/ResNet.py) --------------------------------------------------------------

@@ -17,7 +17,6 @@ reflect-pads like the official demo.py instead. NHWC in, NHWC out.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,28 +32,14 @@ PROMPT_LEN = 5
 
 
 @dataclasses.dataclass(frozen=True)
-class PromptIRConfig(restormer.UNetConfigNames):
+class PromptIRConfig(restormer.UNetConfig):
   """Hyperparameters with the official constructor's names and defaults (but decoder=True, as released)."""
-  inp_channels: int = 3
-  out_channels: int = 3
-  dim: int = 48
-  num_blocks: tuple[int, ...] = (4, 6, 6, 8)
-  num_refinement_blocks: int = 4
-  heads: tuple[int, ...] = (1, 2, 4, 8)
-  ffn_expansion_factor: float = 2.66
-  bias: bool = False
-  LayerNorm_type: str = 'WithBias'  # noqa: N815  (the official keyword)
   decoder: bool = True
   # Not in the original: reflect-pad H, W to a multiple of 8 and crop back (official demo.py's pad_input).
   pad_to_multiple: bool = False
-  attention: str = 'auto'
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    object.__setattr__(self, 'num_blocks', tuple(int(n) for n in self.num_blocks))
-    object.__setattr__(self, 'heads', tuple(int(h) for h in self.heads))
-    restormer.check_unet_config('PromptIR', self)
+    super().__post_init__()
     if self.dim != 48:
       raise ValueError(f'PromptIR: dim must be 48 (the prompt path hardcodes its channel counts), got {self.dim}')
     if not self.decoder:
@@ -63,9 +48,6 @@ class PromptIRConfig(restormer.UNetConfigNames):
     if self.inp_channels != self.out_channels:
       raise ValueError(f'PromptIR: the global residual needs inp_channels == out_channels, got '
                        f'{self.inp_channels} and {self.out_channels}')
-
-  def replace(self, **changes) -> 'PromptIRConfig':
-    return dataclasses.replace(self, **changes)
 
 
 class PromptGenBlock(nnx.Module):

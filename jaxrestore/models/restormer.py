@@ -35,8 +35,43 @@ LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 MULTIPLE = 8  # three PixelUnshuffle(2)
 
 
-class UNetConfigNames:
-  """The names every jaxrestore config exposes (inference, CLI), for the official U-Net keywords."""
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+  """The official constructor keywords (and defaults) Restormer, PromptIR and HAIR share, plus the
+  names every jaxrestore config exposes (inference, CLI). Subclasses add their own keywords and
+  checks in `__post_init__` after calling this one."""
+  inp_channels: int = 3
+  out_channels: int = 3
+  dim: int = 48
+  num_blocks: tuple[int, ...] = (4, 6, 6, 8)
+  num_refinement_blocks: int = 4
+  heads: tuple[int, ...] = (1, 2, 4, 8)
+  ffn_expansion_factor: float = 2.66
+  bias: bool = False
+  LayerNorm_type: str = 'WithBias'  # noqa: N815  (the official keyword)
+  # Not in the originals: which channel-attention implementation to run (see jaxrestore.kernels).
+  attention: str = 'auto'
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    object.__setattr__(self, 'num_blocks', tuple(int(n) for n in self.num_blocks))
+    object.__setattr__(self, 'heads', tuple(int(h) for h in self.heads))
+    name = self.model_name
+    if len(self.num_blocks) != 4 or len(self.heads) != 4:
+      raise ValueError(f'{name}: num_blocks {self.num_blocks} and heads {self.heads} need 4 levels each')
+    if self.LayerNorm_type not in LAYER_NORM_TYPES:
+      raise ValueError(f'{name}: LayerNorm_type must be one of {LAYER_NORM_TYPES}, got {self.LayerNorm_type!r}')
+    for level, heads in enumerate(self.heads):
+      if (self.dim * 2 ** level) % heads:
+        raise ValueError(f'{name}: level {level + 1} width {self.dim * 2 ** level} is not divisible by {heads} heads')
+
+  @property
+  def model_name(self) -> str:
+    return type(self).__name__.removesuffix('Config')
+
+  def replace(self, **changes):
+    return dataclasses.replace(self, **changes)
 
   @property
   def scale(self) -> int:
@@ -57,44 +92,15 @@ class UNetConfigNames:
 
 
 @dataclasses.dataclass(frozen=True)
-class RestormerConfig(UNetConfigNames):
+class RestormerConfig(UNetConfig):
   """Hyperparameters with the official constructor's names and defaults."""
-  inp_channels: int = 3
-  out_channels: int = 3
-  dim: int = 48
-  num_blocks: tuple[int, ...] = (4, 6, 6, 8)
-  num_refinement_blocks: int = 4
-  heads: tuple[int, ...] = (1, 2, 4, 8)
-  ffn_expansion_factor: float = 2.66
-  bias: bool = False
-  LayerNorm_type: str = 'WithBias'  # noqa: N815  (the official keyword)
   dual_pixel_task: bool = False
-  # Not in the original: which channel-attention implementation to run (see jaxrestore.kernels).
-  attention: str = 'auto'
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    object.__setattr__(self, 'num_blocks', tuple(int(n) for n in self.num_blocks))
-    object.__setattr__(self, 'heads', tuple(int(h) for h in self.heads))
-    check_unet_config('Restormer', self)
+    super().__post_init__()
     if not self.dual_pixel_task and self.inp_channels != self.out_channels:
       raise ValueError(f'Restormer: the global residual needs inp_channels == out_channels '
                        f'({self.inp_channels} != {self.out_channels}); only dual_pixel_task maps 6 to 3')
-
-  def replace(self, **changes) -> 'RestormerConfig':
-    return dataclasses.replace(self, **changes)
-
-
-def check_unet_config(name: str, cfg) -> None:
-  """Checks shared by Restormer, PromptIR and HAIR configs."""
-  if len(cfg.num_blocks) != 4 or len(cfg.heads) != 4:
-    raise ValueError(f'{name}: num_blocks {cfg.num_blocks} and heads {cfg.heads} need 4 levels each')
-  if cfg.LayerNorm_type not in LAYER_NORM_TYPES:
-    raise ValueError(f'{name}: LayerNorm_type must be one of {LAYER_NORM_TYPES}, got {cfg.LayerNorm_type!r}')
-  for level, heads in enumerate(cfg.heads):
-    if (cfg.dim * 2 ** level) % heads:
-      raise ValueError(f'{name}: level {level + 1} width {cfg.dim * 2 ** level} is not divisible by {heads} heads')
 
 
 def conv_kwargs(cfg) -> dict:
