@@ -95,7 +95,7 @@ def _cases(arch: str, data_root: Path, official):
   import jaxrestore
   import torch
   from flax import nnx
-  from jaxrestore.api import model_from_state_dict
+  from jaxrestore.convert.build import model_from_state_dict
   from jaxrestore.registry import get_architecture
   from torch_reference import randomize_, state_dict_numpy
 
@@ -150,7 +150,7 @@ def main():
   from spandrel_extra_arches.architectures.Restormer import Restormer as TorchRestormer
 
   import jaxrestore
-  from jaxrestore.api import model_from_state_dict
+  from jaxrestore.convert.build import model_from_state_dict
   from jaxrestore.models.restormer import RestormerConfig
   from jaxrestore.registry import get_architecture
   from torch_reference import randomize_, state_dict_numpy

@@ -32,7 +32,7 @@ def main():
   from spandrel.architectures.SwinIR import SwinIR as TorchSwinIR
 
   import jaxrestore
-  from jaxrestore.api import model_from_state_dict
+  from jaxrestore.convert.build import model_from_state_dict
   from jaxrestore.models.swinir import SwinIRConfig
   from jaxrestore.registry import get_architecture
   from torch_reference import randomize_, run_nchw, state_dict_numpy

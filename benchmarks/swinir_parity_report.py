@@ -17,7 +17,7 @@ sys.path[:0] = [str(TESTS), str(TESTS / 'shims')]
 def main():
   import torch
   import test_swinir as cases
-  from jaxrestore.api import model_from_state_dict
+  from jaxrestore.convert.build import model_from_state_dict
   from jaxrestore.models.swinir import SwinIRConfig
   from jaxrestore.registry import get_architecture
   from torch_reference import float64_error_bound, run_nchw, state_dict_numpy

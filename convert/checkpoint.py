@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .mapping import CheckpointMismatchError, format_path, parse_path
+from jaxrestore.mapping import CheckpointMismatchError, format_path, parse_path
 
 FORMAT = 'jaxrestore-converted'
 FORMAT_VERSION = 1

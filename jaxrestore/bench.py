@@ -1,11 +1,17 @@
 """`jaxrestore bench`: forward throughput (megapixels/s) and peak memory, JAX vs PyTorch.
 
-Every (framework, preset, size, batch) runs in a fresh subprocess so peak RSS is its own. PyTorch
-rows need `torch` and `spandrel` (the test extra); without them only JAX rows are printed.
-Random weights with the preset's hyperparameters: speed does not depend on the values.
+Every (framework, preset, size, batch) runs in a fresh subprocess so peak RSS is its own; with
+`rounds` > 1 the JAX and PyTorch processes alternate round by round and the median over rounds is
+reported, so a load change during the run hits both sides alike. The PyTorch side is the
+architecture's declared reference implementation (`Architecture.torch_reference`, e.g. spandrel's
+SwinIR and DnCNN, spandrel-extra-arches' Restormer; from the test extra); an architecture without one
+gets JAX rows only and says so. Random weights with the preset's hyperparameters: speed does not
+depend on the values. The machine's load average is printed with the results: numbers taken under
+load are not comparable.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -14,40 +20,60 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
+import types
 
 DEFAULT_PRESETS = ('swinir-color-dn15', 'swinir-lightweight-x2')
-SHIM = Path(__file__).resolve().parent.parent / 'tests' / 'shims'
 
 
 def _rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def import_torch_reference(reference):
+  """The reference's PyTorch class. spandrel imports torchvision at import time for two architectures
+  (LaMa, RestoreFormer) that are never built here; PyPI's torchvision does not import beside the
+  pinned CPU torch, so when it is missing an empty stand-in module takes its place (only in this
+  benchmark subprocess)."""
+  try:
+    importlib.import_module('torchvision.transforms.functional')
+  except ImportError:
+    for name in ('torchvision', 'torchvision.transforms', 'torchvision.transforms.functional'):
+      sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules['torchvision'].transforms = sys.modules['torchvision.transforms']
+    sys.modules['torchvision.transforms'].functional = sys.modules['torchvision.transforms.functional']
+  try:
+    module = importlib.import_module(reference.module)
+  except ImportError as e:
+    raise ImportError(f'the PyTorch reference needs {reference.package} (pip install {reference.package}): {e}') from e
+  return getattr(module, reference.cls)
+
+
 def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: int, dtype: str) -> dict:
   import numpy as np
   import jaxrestore
+  from jaxrestore import registry
   preset = jaxrestore.get_preset(preset_name)
+  arch = registry.get_architecture(preset.architecture)
   x = np.random.default_rng(0).random((batch, size, size, preset.channels), dtype=np.float32)
   if framework == 'jax':
     import jax
     import jax.numpy as jnp
-    from flax import nnx
-    model = jaxrestore.load(preset_name, pretrained=False,
-                            dtype=jnp.bfloat16 if dtype == 'bf16' else None)
-    forward = nnx.jit(lambda m, v: m(v))
-    xs = jnp.asarray(x, jnp.bfloat16 if dtype == 'bf16' else jnp.float32)
+    from jaxrestore.inference import get_restorer
+    model = jaxrestore.load(preset_name, pretrained=False)
+    restorer = get_restorer(model, dtype=jnp.bfloat16 if dtype == 'bf16' else None)
+    run = lambda: restorer(x)
     t0 = time.perf_counter()
-    forward(model, xs).block_until_ready()
+    run()
     first = time.perf_counter() - t0
-    run = lambda: forward(model, xs).block_until_ready()
     device = f'jax {jax.__version__} {jax.devices()[0].device_kind}'
   else:
-    sys.path.insert(0, str(SHIM))
+    if arch.torch_reference is None:
+      raise RuntimeError(f'{arch.name} declares no installable PyTorch reference')
     import torch
-    from spandrel.architectures.SwinIR import SwinIR as TorchSwinIR
+    torch_cls = import_torch_reference(arch.torch_reference)
     torch.set_num_threads(os.cpu_count())
-    tmodel = TorchSwinIR(**preset.hyperparameters).eval()
+    config = arch.make_config(preset.hyperparameters)
+    tmodel = torch_cls(**arch.torch_reference.kwargs(config)).eval()
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     if dtype == 'bf16':
       tmodel, xt = tmodel.bfloat16(), xt.bfloat16()
@@ -67,21 +93,41 @@ def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: i
     times.append(time.perf_counter() - t0)
   median = float(np.median(times))
   return dict(framework=framework, preset=preset_name, size=size, batch=batch, dtype=dtype,
-              seconds=median, first_call_s=first, mpix_per_s=batch * size * size / median / 1e6,
+              seconds=median, times=times, first_call_s=first, mpix_per_s=batch * size * size / median / 1e6,
               peak_rss_mib=_rss_mib(), device=device)
 
 
 def run_bench(presets=DEFAULT_PRESETS, sizes=(128, 256), batches=(1, 8), repeats=3, dtype='fp32',
-              frameworks=('jax', 'torch'), timeout=3600, out=sys.stdout) -> list[dict]:
+              frameworks=('jax', 'torch'), rounds=1, timeout=3600, out=sys.stdout) -> list[dict]:
+  """One row per (preset, size, batch, framework): the median over rounds of each round's median."""
+  import numpy as np
+  from jaxrestore import registry
+  runs: dict[tuple, list[dict]] = {}
+  for _ in range(rounds):
+    for preset, size, batch, fw in itertools.product(presets, sizes, batches, frameworks):
+      if fw == 'torch' and registry.get_architecture(registry.get_preset(preset).architecture).torch_reference is None:
+        continue
+      cmd = [sys.executable, '-m', 'jaxrestore.bench', '--one', fw, preset, str(size), str(batch), str(repeats), dtype]
+      proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+      if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ['failed'])[-1]
+        print(f'  {fw:5s} {preset} {size}² batch {batch}: failed ({last})', file=out)
+        continue
+      row = json.loads(proc.stdout.strip().splitlines()[-1])
+      runs.setdefault((preset, size, batch, fw), []).append(row)
+  for preset in presets:
+    arch = registry.get_architecture(registry.get_preset(preset).architecture)
+    if 'torch' in frameworks and arch.torch_reference is None:
+      print(f'  {preset}: no PyTorch row -- {arch.name} has no pip-installable reference '
+            f'({arch.description or "see benchmarks/"})', file=out)
   rows = []
-  for preset, size, batch, fw in itertools.product(presets, sizes, batches, frameworks):
-    cmd = [sys.executable, '-m', 'jaxrestore.bench', '--one', fw, preset, str(size), str(batch), str(repeats), dtype]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-      last = (proc.stderr.strip().splitlines() or ['failed'])[-1]
-      print(f'  {fw:5s} {preset} {size}² batch {batch}: skipped ({last})', file=out)
-      continue
-    rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+  for key, rs in runs.items():
+    row = dict(rs[0])
+    row['seconds'] = float(np.median([r['seconds'] for r in rs]))
+    row['mpix_per_s'] = row['batch'] * row['size'] ** 2 / row['seconds'] / 1e6
+    row['peak_rss_mib'] = max(r['peak_rss_mib'] for r in rs)
+    row['rounds'] = len(rs)
+    rows.append(row)
   return rows
 
 
@@ -100,8 +146,13 @@ def format_table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+def load_average() -> str:
+  return ' / '.join(f'{v:.2f}' for v in os.getloadavg())
+
+
 def machine_line() -> str:
-  return f'{platform.machine()} {platform.processor() or ""}, {os.cpu_count()} cores, Python {platform.python_version()}'
+  return (f'{platform.machine()} {platform.processor() or ""}, {os.cpu_count()} cores, '
+          f'Python {platform.python_version()}, load average (1/5/15 min) {load_average()}')
 
 
 if __name__ == '__main__' and len(sys.argv) > 1 and sys.argv[1] == '--one':

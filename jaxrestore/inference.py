@@ -47,6 +47,9 @@ class Restorer:
     self.mesh = mesh or data_mesh()
     self.dtype = jnp.dtype(dtype) if dtype is not None else jnp.dtype(jnp.float32)
     graphdef, state = nnx.split(model)
+    # The arrays the weights were placed from (kept alive, so their ids stay unique): `is_current`
+    # tells whether the model still holds exactly these, e.g. not after `nnx.update`.
+    self._source_leaves = _state_leaves(model)
     if self.dtype != jnp.float32:  # low-precision weights; norms and softmax still reduce in float32
       state = jax.tree.map(lambda a: a.astype(self.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
     replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
@@ -61,6 +64,10 @@ class Restorer:
     self._forward = jax.jit(forward, in_shardings=(replicated, self.batch_sharding),
                             out_shardings=self.batch_sharding)
 
+  def is_current(self, model: nnx.Module) -> bool:
+    leaves = _state_leaves(model)
+    return len(leaves) == len(self._source_leaves) and all(a is b for a, b in zip(leaves, self._source_leaves))
+
   @property
   def num_devices(self) -> int:
     return self.mesh.devices.size
@@ -73,11 +80,16 @@ class Restorer:
 _RESTORERS: dict[tuple, Restorer] = {}
 
 
+def _state_leaves(model: nnx.Module) -> list:
+  return jax.tree.leaves(nnx.state(model))
+
+
 def get_restorer(model: nnx.Module, *, dtype=None, mesh=None) -> Restorer:
-  """Cached per (model, dtype, mesh), so repeated calls reuse placed weights and compilations."""
+  """Cached per (model, dtype, mesh), so repeated calls reuse placed weights and compilations; a
+  model whose weights changed since (`nnx.update`, assignment) gets a fresh one."""
   key = (id(model), jnp.dtype(dtype or jnp.float32).name, id(mesh))
   restorer = _RESTORERS.get(key)
-  if restorer is None or restorer.model_ref() is not model:
+  if restorer is None or restorer.model_ref() is not model or not restorer.is_current(model):
     restorer = _RESTORERS[key] = Restorer(model, dtype=dtype, mesh=mesh)
     weakref.finalize(model, _RESTORERS.pop, key, None)
   return restorer
@@ -180,14 +192,13 @@ def _batches(items: list, size: int) -> Iterator[list]:
 # ----- the engine ---------------------------------------------------------------------------------
 
 def minimum_size(config) -> int:
-  """Smallest image side a model restores meaningfully: its own minimum, one attention window, or
-  4 pixels."""
-  return max(4, int(getattr(config, 'min_size', 0)), int(getattr(config, 'window_size', 0) or 0))
+  """Smallest image side `restore` accepts: the model's own minimum, and at least 4 pixels."""
+  return max(4, int(config.min_size))
 
 
 def tile_multiple(config) -> int:
   """Tile sides the model takes without padding (SwinIR's window, the U-Nets' 8)."""
-  return int(getattr(config, 'window_size', None) or getattr(config, 'size_multiple', 1))
+  return int(config.size_multiple)
 
 
 def restore(model: nnx.Module, image: np.ndarray, *, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,

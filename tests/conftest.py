@@ -22,6 +22,10 @@ def data_root() -> Path:
   return Path(os.environ.get('JAXRESTORE_DATA', REPO.parent / 'shared' / 'data')).resolve()
 
 
+# The library itself never guesses where data lives; the test session tells it (and its subprocesses).
+os.environ['JAXRESTORE_DATA'] = str(data_root())
+
+
 @pytest.fixture(scope='session')
 def data_dir() -> Path:
   root = data_root()

@@ -36,13 +36,13 @@ def test_golden_output_64x64(model, golden):
 def test_golden_output_96x80_batched_and_padded(model, golden):
   """Batch of two different images: the first must still give the golden output (the per-sample
   kernels do not mix samples). The second is a crop of it reflect-padded by hand, which must equal
-  what pad_to_multiple=True (official demo.py's pad_input: reflect bottom/right, run, crop) gives."""
+  what the default padding='reflect' (official demo.py's pad_input: reflect bottom/right, run, crop) gives."""
   npz = np.load(golden / f'{CASE}_96x80.npz')
   crop = npz['input'][:, :, :90, :77]
   by_hand = np.pad(crop, ((0, 0), (0, 0), (0, 6), (0, 3)), mode='reflect')
   both = _run(model, np.concatenate([npz['input'], by_hand]))
   assert_golden_output(both[:1], npz)
-  padded_model = jaxrestore.load(weights=golden / f'{CASE}.pth', pad_to_multiple=True)
+  padded_model = jaxrestore.load(weights=golden / f'{CASE}.pth', padding='reflect')
   # Equal up to float32 rounding (batch 1 and batch 2 compile to differently ordered sums).
   np.testing.assert_allclose(_run(padded_model, crop), both[1:, :, :90, :77], rtol=0, atol=1e-5)
 
@@ -54,12 +54,15 @@ def test_float64_run_matches_output_f64(golden):
 
 
 def test_unsupported_sizes_are_a_clear_error():
-  model = nnx.eval_shape(lambda: hair.HAIR(hair.HAIRConfig(num_blocks=(1, 1, 1, 1), num_refinement_blocks=1),
-                                           rngs=nnx.Rngs(0)))
-  with pytest.raises(ValueError, match='divisible by 8'):
-    model(np.zeros((1, 64, 60, 3), np.float32))
+  small = dict(num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
+  strict = nnx.eval_shape(lambda: hair.HAIR(hair.HAIRConfig(**small, padding='strict'), rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match='multiples of 8'):
+    strict(np.zeros((1, 64, 60, 3), np.float32))
   with pytest.raises(ValueError, match='at least 32'):
-    model(np.zeros((1, 24, 24, 3), np.float32))
+    strict(np.zeros((1, 24, 24, 3), np.float32))
+  padded = nnx.eval_shape(lambda: hair.HAIR(hair.HAIRConfig(**small), rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match='at least 25'):  # 25 pads to 32
+    padded(np.zeros((1, 24, 40, 3), np.float32))
 
 
 def test_weight_banks_have_the_original_sizes(golden):

@@ -11,7 +11,7 @@ from flax import nnx
 
 import jaxrestore
 from jaxrestore import cli
-from jaxrestore.convert.mapping import CheckpointMismatchError
+from jaxrestore.mapping import CheckpointMismatchError
 from jaxrestore.models import swinir
 from jaxrestore.registry import detect_architecture
 
@@ -92,7 +92,7 @@ def test_detection_recovers_every_swinir_preset(name):
   preset = jaxrestore.get_preset(name)
   sd = TorchSwinIR(**preset.hyperparameters).state_dict()
   arch, hp = detect_architecture(sd)
-  assert arch == 'swinir'
+  assert arch.name == 'swinir'
   assert swinir.SwinIRConfig(**hp) == swinir.SwinIRConfig(**preset.hyperparameters)
 
 

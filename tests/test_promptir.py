@@ -54,13 +54,13 @@ def test_unused_state_dict_entries_are_ignored(golden):
   sd = read_state_dict(golden / f'{CASE}.pth')
   unused = [k for k in sd if k.startswith(('chnl_reduce', 'reduce_noise_channel_'))]
   assert len(unused) == 6 and all(promptir.TORCH_PARAMS.is_ignored(k) for k in unused)
-  assert detect_architecture(sd)[0] == 'promptir'
+  assert detect_architecture(sd)[0].name == 'promptir'
 
 
-def test_sizes_that_are_not_multiples_of_8_are_a_clear_error():
-  model = nnx.eval_shape(lambda: promptir.PromptIR(promptir.PromptIRConfig(num_blocks=(1, 1, 1, 1)),
+def test_strict_padding_refuses_sizes_that_are_not_multiples_of_8():
+  model = nnx.eval_shape(lambda: promptir.PromptIR(promptir.PromptIRConfig(num_blocks=(1, 1, 1, 1), padding='strict'),
                                                    rngs=nnx.Rngs(0)))
-  with pytest.raises(ValueError, match='divisible by 8.*pad_to_multiple=True'):
+  with pytest.raises(ValueError, match="multiples of 8.*padding='reflect'"):
     model(np.zeros((1, 60, 64, 3), np.float32))
 
 

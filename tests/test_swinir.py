@@ -8,7 +8,7 @@ from flax import nnx
 
 import jaxrestore
 from jaxrestore import layers
-from jaxrestore.api import model_from_state_dict
+from jaxrestore.convert.build import model_from_state_dict
 from jaxrestore.models import swinir
 from jaxrestore.registry import detect_architecture, get_architecture
 

@@ -66,7 +66,7 @@ def test_two_processes_equal_one_process(data_dir, tmp_path):
                           capture_output=True, text=True, timeout=300)
   assert export.returncode == 0, export.stderr[-3000:]
   import jaxrestore
-  from jaxrestore.api import params_of
+  from jaxrestore.convert.build import params_of
   one = params_of(jaxrestore.load(weights=tmp_path / 'single' / 'export'))
   two = params_of(jaxrestore.load(weights=tmp_path / 'multi' / 'export'))
   assert one.keys() == two.keys()

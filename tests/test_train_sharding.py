@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import jax
+import pytest
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
@@ -20,6 +21,7 @@ import os
 os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
 import json
 import jax
+import pytest
 import numpy as np
 from jax.sharding import PartitionSpec as P
 from jaxrestore.configs.train import apply_overrides, get_config
@@ -128,3 +130,41 @@ def test_make_mesh_names_axes_and_uses_auto_axis_types():
   assert mesh.axis_names == ('data', 'model')
   assert mesh.shape['data'] == jax.device_count() and mesh.shape['model'] == 1
   assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+
+
+def _abstract_params(preset_name: str):
+  import jaxrestore
+  from flax import nnx
+  from jaxrestore.convert.build import abstract_model
+  from jaxrestore import registry
+  preset = jaxrestore.get_preset(preset_name)
+  arch = registry.get_architecture(preset.architecture)
+  model = abstract_model(arch, arch.make_config(preset.hyperparameters))
+  params = nnx.state(model, nnx.Param)
+  return arch, {'params': jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), nnx.to_pure_dict(params))}
+
+
+@pytest.mark.parametrize('preset', ['swinir-color-dn15', 'swinir-real-x4-l-gan', 'restormer-color-dn-blind',
+                                    'promptir-3d', 'hair-3d'])
+def test_fsdp_tp_splits_every_large_kernel_of_real_size_models(preset):
+  """On a (data 4, model 2) mesh: the model's tensor-parallel rules put its attention and MLP
+  kernels on `model`, and no array of 64k+ elements is left whole on every device."""
+  arch, tree = _abstract_params(preset)
+  mesh = _mesh(4, 2)
+  assert arch.sharding_rules, arch.name
+  assert sharding.replicated_large(tree, 'fsdp_tp', mesh, arch.sharding_rules) == []
+  lines = sharding.describe(tree, 'fsdp_tp', mesh, arch.sharding_rules)
+  tp = [l for l in lines if "'model'" in l]
+  qkv = [l for l in lines if '/qkv/kernel' in l]
+  assert qkv and all("'model'" in l and "'data'" in l for l in qkv), qkv[:3]
+  big = [l for l in lines if ('fc1/kernel' in l or 'project_in/kernel' in l)]
+  assert big and all("'model'" in l for l in big), big[:3]
+  assert len(tp) >= 2 * len(qkv)
+  # Plain FSDP leaves the `model` axis unused: only the model's table brings tensor parallelism.
+  assert not [l for l in sharding.describe(tree, 'fsdp', mesh) if "'model'" in l]
+
+
+def test_replicated_large_names_what_no_axis_divides():
+  tree = {'params': {'w': jax.ShapeDtypeStruct((257, 509), np.float32)}}
+  assert sharding.replicated_large(tree, 'fsdp', _mesh(4, 2)) == ['params/w (257, 509)']
+  assert sharding.replicated_large(tree, 'fsdp', _mesh(1, 1)) == []

@@ -40,11 +40,12 @@ KNOWN_FOLDERS = {
 
 
 def data_root() -> Path:
-  """$JAXRESTORE_DATA, else ../shared/data beside the checkout (where the tests find it)."""
+  """The folder named by $JAXRESTORE_DATA (holding testsets/ and trainsets/)."""
   env = os.environ.get('JAXRESTORE_DATA')
-  if env:
-    return Path(env).expanduser()
-  return Path(__file__).resolve().parents[2].parent / 'shared' / 'data'
+  if not env:
+    raise FileNotFoundError('datasets are looked up under $JAXRESTORE_DATA, which is not set; set it to the '
+                            'folder holding testsets/ and trainsets/, or give the folder itself')
+  return Path(env).expanduser()
 
 
 def default_tfds_dir() -> Path:

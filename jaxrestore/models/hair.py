@@ -20,9 +20,10 @@ depth-wise convs as shifted products with per-sample taps (`layers.depthwise_con
 Quirks kept from the original: `num_box` is max(4, n) + 1 for latent, decoder_level2,
 decoder_level1 and refinement but max(4, n) (no +1) for decoder_level3; `reduce_chan_level3`
 hardcodes 2*dim + 192 input channels (so dim must be 48); the hyper-convs ignore `bias`;
-`reduce_latent` has a bias whatever `bias` says. No padding inside the original: H and W must be
-multiples of 8 and at least 32 (the classifier's two stride-2 convs need 4x4 level-4 features);
-`pad_to_multiple` reflect-pads to a multiple of 8 like PromptIR's demo.py. NHWC in, NHWC out.
+`reduce_latent` has a bias whatever `bias` says. The original needs H and W to be multiples of 8
+and at least 32 (the classifier's two stride-2 convs need 4x4 level-4 features); like every
+jaxrestore model this one reflect-pads to the multiple and crops back (`padding='strict'` refuses
+other sizes instead). NHWC in, NHWC out.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ import numpy as np
 from flax import nnx
 
 from jaxrestore import layers
-from jaxrestore.convert.mapping import ParamMap, Rule, linear_oi_to_io
+from jaxrestore.mapping import ParamMap, Rule, linear_oi_to_io
+from jaxrestore.models.base import Architecture, Preset
 from jaxrestore.models import restormer
 from jaxrestore.models.restormer import (ChannelLayerNorm, Downsample, OverlapPatchEmbed, Upsample,
                                          conv_kwargs, gated_gelu, run_blocks, transformer_blocks,
@@ -48,8 +50,6 @@ MLP_DEPTH = 3
 @dataclasses.dataclass(frozen=True)
 class HAIRConfig(restormer.UNetConfig):
   """Hyperparameters with the official constructor's names and defaults."""
-  # Not in the original: reflect-pad H, W to a multiple of 8 and crop back.
-  pad_to_multiple: bool = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -61,7 +61,8 @@ class HAIRConfig(restormer.UNetConfig):
 
   @property
   def min_size(self) -> int:
-    return MIN_SIZE
+    """32 once padded to a multiple of 8."""
+    return MIN_SIZE if self.padding == 'strict' else MIN_SIZE - restormer.MULTIPLE + 1
 
   @property
   def num_boxes(self) -> dict[str, int]:
@@ -265,7 +266,7 @@ class HyperLevel(nnx.Module):
 
 
 class HAIR(nnx.Module):
-  """HAIR: NHWC images (H, W multiples of 8 and >= 32 unless pad_to_multiple) -> NHWC images."""
+  """HAIR: NHWC images (at least 32 pixels a side once padded) -> NHWC images."""
 
   def __init__(self, config: HAIRConfig, *, rngs: nnx.Rngs):
     cfg = self.config = config
@@ -298,11 +299,8 @@ class HAIR(nnx.Module):
 
   def __call__(self, x):
     cfg = self.config
-    restormer.check_input('HAIR', x, cfg.inp_channels, cfg.pad_to_multiple, MIN_SIZE)
     h, w = x.shape[1:3]
-    x = x.astype(cfg.dtype or x.dtype)
-    if cfg.pad_to_multiple:
-      x = layers.pad_to_multiple(x, restormer.MULTIPLE, 'reflect')
+    x = cfg.pad_input(x.astype(cfg.dtype or x.dtype), 'HAIR')
 
     enc1 = run_blocks(self.encoder_level1, self.patch_embed(x))
     enc2 = run_blocks(self.encoder_level2, self.down1_2(enc1))
@@ -317,7 +315,7 @@ class HAIR(nnx.Module):
     dec2 = self.decoder_level2(dec2, feature)
     dec1 = self.decoder_level1(jnp.concatenate([self.up2_1(dec2), enc1], axis=-1), feature)
     out = self.output(self.refinement(dec1, feature)) + x
-    return out[:, :h, :w, :]
+    return cfg.crop_output(out, h, w)
 
 
 # ----- checkpoints -----------------------------------------------------------------------------------
@@ -336,12 +334,35 @@ SIGNATURE_KEYS = ('patch_embed.proj.weight', 'latent.kernel_box', 'latent.blocks
                   'feature.conv_in.weight', 'reduce_latent.weight', 'output.weight')
 
 
-def missing_signature(sd) -> list[str]:
-  return [f'missing key {k}' for k in SIGNATURE_KEYS if k not in sd]
-
-
 def hyperparameters_from_state_dict(sd) -> dict:
   """Recovers the constructor arguments of an official HAIR checkpoint from keys and shapes."""
   hp = restormer.unet_hyperparameters(sd, latent_prefix='latent.blocks')
   hp['num_refinement_blocks'] = restormer.count_children(sd, 'refinement.blocks')
   return hp
+
+
+# ----- presets --------------------------------------------------------------------------------------
+
+HAIR_3D = dict(inp_channels=3, out_channels=3, dim=48, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4,
+               heads=(1, 2, 4, 8), ffn_expansion_factor=2.66, bias=False, LayerNorm_type='WithBias')
+
+
+def presets() -> list[Preset]:
+  """The 3-degradation all-in-one model released with toummHus/HAIR (`hair3d.ckpt`, Lightning:
+  `state_dict` with a `net.` prefix). The paper's 5-degradation model is not released there."""
+  return [Preset(
+      name='hair-3d', architecture='hair', hyperparameters=dict(HAIR_3D), task='all_in_one', channels=3,
+      checkpoint_file='hair3d.ckpt', checkpoint_key='state_dict',
+      weights_url='https://drive.google.com/file/d/1Zr0gy8MPFI6q0rytGXuqyqLKrk8bBeQg/view',
+      weights_license='no licence file in toummHus/HAIR (all rights reserved unless the authors say otherwise)',
+      notes='all-in-one, 3 degradations: denoise (BSD68, sigma 15/25/50), derain (Rain100L), '
+            'dehaze (SOTS outdoor); the all-in-one protocol (jaxrestore.eval.allinone)')]
+
+
+ARCHITECTURE = Architecture(
+    name='hair', config_cls=HAIRConfig, model_cls=HAIR, torch_params=TORCH_PARAMS,
+    signature=SIGNATURE_KEYS, hyperparameters_from_state_dict=hyperparameters_from_state_dict,
+    presets=presets,
+    sharding_rules=((r'.*/kernel_box', (None, 'model')),) + restormer.ARCHITECTURE.sharding_rules,
+    description='HAIR (hypernetwork-based all-in-one restoration) '
+                '(PyTorch timings: benchmarks/allinone_forward_cpu.py with the official checkout)')

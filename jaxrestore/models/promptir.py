@@ -11,8 +11,9 @@ features and mixed in by a transformer block ("noise_level", always heads[2] hea
 Quirks kept from the original: the channel counts of the prompt path are hardcoded for dim=48;
 `reduce_noise_level2` widens to 4*dim channels (not 2*dim) before `up3_2`; the state dict carries
 `chnl_reduce1/2/3` and `reduce_noise_channel_1/2/3`, which forward never uses (accepted and ignored
-when loading). H and W must be multiples of 8 (no padding inside the original); `pad_to_multiple`
-reflect-pads like the official demo.py instead. NHWC in, NHWC out.
+when loading). The original network needs H and W to be multiples of 8; like every jaxrestore model
+this one reflect-pads to the multiple and crops back, as the official demo.py does
+(`padding='strict'` refuses other sizes instead). NHWC in, NHWC out.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrestore import layers
-from jaxrestore.convert.mapping import ParamMap, Rule, linear_oi_to_io
+from jaxrestore.mapping import ParamMap, Rule, linear_oi_to_io
+from jaxrestore.models.base import Architecture, Preset
 from jaxrestore.models import restormer
 from jaxrestore.models.restormer import (Downsample, OverlapPatchEmbed, TransformerBlock, Upsample,
                                          conv_kwargs, run_blocks, transformer_blocks)
@@ -35,8 +37,6 @@ PROMPT_LEN = 5
 class PromptIRConfig(restormer.UNetConfig):
   """Hyperparameters with the official constructor's names and defaults (but decoder=True, as released)."""
   decoder: bool = True
-  # Not in the original: reflect-pad H, W to a multiple of 8 and crop back (official demo.py's pad_input).
-  pad_to_multiple: bool = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -70,7 +70,7 @@ class PromptGenBlock(nnx.Module):
 
 
 class PromptIR(nnx.Module):
-  """PromptIR: NHWC images (H, W multiples of 8 unless pad_to_multiple) -> NHWC images."""
+  """PromptIR: NHWC images -> NHWC images."""
 
   def __init__(self, config: PromptIRConfig, *, rngs: nnx.Rngs):
     cfg = self.config = config
@@ -116,11 +116,8 @@ class PromptIR(nnx.Module):
 
   def __call__(self, x):
     cfg = self.config
-    restormer.check_input('PromptIR', x, cfg.inp_channels, cfg.pad_to_multiple)
     h, w = x.shape[1:3]
-    x = x.astype(cfg.dtype or x.dtype)
-    if cfg.pad_to_multiple:
-      x = layers.pad_to_multiple(x, restormer.MULTIPLE, 'reflect')
+    x = cfg.pad_input(x.astype(cfg.dtype or x.dtype), 'PromptIR')
 
     enc1 = run_blocks(self.encoder_level1, self.patch_embed(x))
     enc2 = run_blocks(self.encoder_level2, self.down1_2(enc1))
@@ -138,7 +135,7 @@ class PromptIR(nnx.Module):
 
     dec1 = run_blocks(self.decoder_level1, jnp.concatenate([self.up2_1(dec2), enc1], axis=-1))
     out = self.output(run_blocks(self.refinement, dec1)) + x
-    return out[:, :h, :w, :]
+    return cfg.crop_output(out, h, w)
 
 
 # ----- checkpoints -----------------------------------------------------------------------------------
@@ -153,15 +150,39 @@ TORCH_PARAMS = ParamMap(
     ignore=(r'chnl_reduce[123]\.(weight|bias)', r'reduce_noise_channel_[123]\.(weight|bias)'),
 )
 
-SIGNATURE_KEYS = ('patch_embed.proj.weight', 'latent.0.attn.temperature', 'prompt1.prompt_param',
-                  'prompt2.prompt_param', 'prompt3.prompt_param', 'noise_level3.attn.temperature',
-                  'reduce_noise_level3.weight', 'output.weight')
-
-
-def missing_signature(sd) -> list[str]:
-  return [f'missing key {k}' for k in SIGNATURE_KEYS if k not in sd]
+# Restormer's signature plus the prompt path: more specific, so detection prefers it.
+SIGNATURE_KEYS = restormer.SIGNATURE_KEYS + (
+    'prompt1.prompt_param', 'prompt2.prompt_param', 'prompt3.prompt_param', 'noise_level3.attn.temperature',
+    'reduce_noise_level3.weight')
 
 
 def hyperparameters_from_state_dict(sd) -> dict:
   """Recovers the constructor arguments of an official PromptIR checkpoint from keys and shapes."""
   return dict(restormer.unet_hyperparameters(sd), decoder=True)
+
+
+# ----- presets --------------------------------------------------------------------------------------
+
+PROMPTIR_3D = dict(inp_channels=3, out_channels=3, dim=48, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4,
+                   heads=(1, 2, 4, 8), ffn_expansion_factor=2.66, bias=False, LayerNorm_type='WithBias',
+                   decoder=True)
+
+
+def presets() -> list[Preset]:
+  """The all-in-one model released with va1shn9v/PromptIR (`model.ckpt`, Lightning: `state_dict`
+  with a `net.` prefix), trained jointly on Gaussian noise sigma 15/25/50, rain streaks and haze."""
+  return [Preset(
+      name='promptir-3d', architecture='promptir', hyperparameters=dict(PROMPTIR_3D), task='all_in_one',
+      channels=3, checkpoint_file='model.ckpt', checkpoint_key='state_dict',
+      weights_url='https://drive.google.com/file/d/1j-b5Od70pGF7oaCqKAfUzmf-N-xEAjYl/view',
+      weights_license='Academic Public License, non-commercial (va1shn9v/PromptIR LICENSE.md)',
+      notes='all-in-one, 3 degradations: denoise (BSD68, sigma 15/25/50), derain (Rain100L), '
+            'dehaze (SOTS outdoor); the all-in-one protocol (jaxrestore.eval.allinone)')]
+
+
+ARCHITECTURE = Architecture(
+    name='promptir', config_cls=PromptIRConfig, model_cls=PromptIR, torch_params=TORCH_PARAMS,
+    signature=SIGNATURE_KEYS, hyperparameters_from_state_dict=hyperparameters_from_state_dict,
+    presets=presets, sharding_rules=restormer.ARCHITECTURE.sharding_rules,
+    description='PromptIR (Potlapalli et al., NeurIPS 2023): prompt-guided all-in-one restoration '
+                '(PyTorch timings: benchmarks/allinone_forward_cpu.py with the official checkout)')

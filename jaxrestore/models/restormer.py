@@ -29,17 +29,17 @@ from flax import nnx
 
 from jaxrestore import kernels
 from jaxrestore import layers
-from jaxrestore.convert.mapping import CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio
+from jaxrestore.mapping import CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio
+from jaxrestore.models.base import Architecture, ModelConfig, Preset, TorchReference, runtime_field
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 MULTIPLE = 8  # three PixelUnshuffle(2)
 
 
 @dataclasses.dataclass(frozen=True)
-class UNetConfig:
-  """The official constructor keywords (and defaults) Restormer, PromptIR and HAIR share, plus the
-  names every jaxrestore config exposes (inference, CLI). Subclasses add their own keywords and
-  checks in `__post_init__` after calling this one."""
+class UNetConfig(ModelConfig):
+  """The official constructor keywords (and defaults) Restormer, PromptIR and HAIR share.
+  Subclasses add their own keywords and checks in `__post_init__` after calling this one."""
   inp_channels: int = 3
   out_channels: int = 3
   dim: int = 48
@@ -50,11 +50,15 @@ class UNetConfig:
   bias: bool = False
   LayerNorm_type: str = 'WithBias'  # noqa: N815  (the official keyword)
   # Not in the originals: which channel-attention implementation to run (see jaxrestore.kernels).
-  attention: str = 'auto'
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
+  attention: str = runtime_field('auto')
+  dtype: Any = runtime_field(None)
+  param_dtype: Any = runtime_field(jnp.float32)
+  # 'reflect': pad H, W to a multiple of 8 and crop back, as Restormer's test scripts and PromptIR's
+  # demo.py do; 'strict': refuse other sizes, as the PromptIR and HAIR networks themselves do.
+  padding: str = runtime_field('reflect')
 
   def __post_init__(self):
+    self.check_padding()
     object.__setattr__(self, 'num_blocks', tuple(int(n) for n in self.num_blocks))
     object.__setattr__(self, 'heads', tuple(int(h) for h in self.heads))
     name = self.model_name
@@ -70,13 +74,6 @@ class UNetConfig:
   def model_name(self) -> str:
     return type(self).__name__.removesuffix('Config')
 
-  def replace(self, **changes):
-    return dataclasses.replace(self, **changes)
-
-  @property
-  def scale(self) -> int:
-    return 1
-
   @property
   def in_chans(self) -> int:
     return self.inp_channels
@@ -89,6 +86,11 @@ class UNetConfig:
   def size_multiple(self) -> int:
     """Image sides the U-Net takes without padding (three 2x downsamplings)."""
     return MULTIPLE
+
+  @property
+  def min_size(self) -> int:
+    """Reflect padding by up to 7 rows needs at least 5 (strict: one multiple of 8)."""
+    return MULTIPLE if self.padding == 'strict' else MULTIPLE // 2 + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,23 +240,8 @@ class Upsample(nnx.Module):
     return self.body(x)
 
 
-def check_input(name: str, x, channels: int, pad: bool, min_size: int = 1) -> None:
-  """Clear errors for what the original rejects (or fails on) instead of a shape error deep inside."""
-  if x.ndim != 4 or x.shape[-1] != channels:
-    raise ValueError(f'{name} expects NHWC input with {channels} channels, got shape {x.shape}')
-  h, w = x.shape[1:3]
-  if not pad and (h % MULTIPLE or w % MULTIPLE):
-    raise ValueError(f'{name} needs H and W divisible by {MULTIPLE} (three 2x downsamplings), got {h}x{w}; '
-                     f'crop the image (the official test code centre-crops to a multiple of 16) or build '
-                     f'the model with pad_to_multiple=True (reflect padding, as the official demo.py)')
-  padded = [-(-n // MULTIPLE) * MULTIPLE for n in (h, w)] if pad else [h, w]
-  if min(padded) < min_size:
-    raise ValueError(f'{name} needs H and W of at least {min_size} pixels{" after padding" if pad else ""}, '
-                     f'got {h}x{w}')
-
-
 class Restormer(nnx.Module):
-  """Restormer: NHWC images (any size >= 5 px, padded internally to a multiple of 8) -> NHWC."""
+  """Restormer: NHWC images (padded internally to a multiple of 8) -> NHWC."""
 
   def __init__(self, config: RestormerConfig, *, rngs: nnx.Rngs):
     cfg = self.config = config
@@ -282,9 +269,8 @@ class Restormer(nnx.Module):
 
   def __call__(self, x):
     cfg = self.config
-    check_input('Restormer', x, cfg.inp_channels, pad=True)
     h, w = x.shape[1:3]
-    x = layers.pad_to_multiple(x.astype(cfg.dtype or x.dtype), MULTIPLE, 'reflect')
+    x = cfg.pad_input(x.astype(cfg.dtype or x.dtype), 'Restormer')
 
     enc1_in = self.patch_embed(x)
     enc1 = run_blocks(self.encoder_level1, enc1_in)
@@ -302,7 +288,7 @@ class Restormer(nnx.Module):
       out = self.output(dec1 + self.skip_conv(enc1_in))
     else:
       out = self.output(dec1) + x
-    return out[:, :h, :w, :]
+    return cfg.crop_output(out, h, w)
 
 
 # ----- checkpoints -----------------------------------------------------------------------------------
@@ -326,17 +312,6 @@ SIGNATURE_KEYS = (
     'up4_3.body.0.weight', 'reduce_chan_level3.weight', 'decoder_level3.0.attn.temperature',
     'refinement.0.attn.temperature', 'output.weight',
 )
-# Keys that make a Restormer-shaped state dict one of its descendants instead.
-FOREIGN_KEYS = {'prompt1.prompt_param': 'PromptIR', 'noise_level3.attn.temperature': 'PromptIR',
-                'latent.kernel_box': 'HAIR'}
-
-
-def missing_signature(sd) -> list[str]:
-  problems = [f'missing key {k}' for k in SIGNATURE_KEYS if k not in sd]
-  problems += [f'has {k} (a {arch} checkpoint)' for k, arch in FOREIGN_KEYS.items() if k in sd]
-  return problems
-
-
 def count_children(sd, prefix: str) -> int:
   """Number of consecutive integer children `prefix.{0,1,...}.` present in the keys."""
   pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
@@ -381,3 +356,75 @@ def hyperparameters_from_state_dict(sd) -> dict:
   hp = unet_hyperparameters(sd)
   hp['dual_pixel_task'] = 'skip_conv.weight' in sd
   return hp
+
+
+# ----- presets: one per checkpoint released with swz30/Restormer (release v1.0) ---------------------
+# Hyperparameters are those the official test scripts and `demo.py` build for each task (the default
+# Restormer(); 'BiasFree' LayerNorm for the denoisers; 1 channel for gray denoising; 6 input channels
+# and the extra skip conv for dual-pixel defocus deblurring). Weights are stored under 'params'.
+
+RELEASE_URL = 'https://github.com/swz30/Restormer/releases/download/v1.0/'
+LICENSE = ('Academic Public License, non-commercial (swz30/Restormer LICENSE.md at release; '
+           'check the repository for the current terms)')
+BASE = dict(dim=48, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4, heads=(1, 2, 4, 8),
+            ffn_expansion_factor=2.66, bias=False, LayerNorm_type='WithBias', dual_pixel_task=False)
+
+
+def _preset(name, file, *, task, channels, hp=None, **meta) -> Preset:
+  in_ch = 6 if (hp or {}).get('dual_pixel_task') else channels
+  out_ch = 3 if in_ch == 6 else channels
+  return Preset(name=name, architecture='restormer',
+                hyperparameters=dict(BASE, inp_channels=in_ch, out_channels=out_ch, **(hp or {})),
+                task=task, channels=in_ch, checkpoint_file=file, checkpoint_key='params',
+                weights_url=RELEASE_URL + file, weights_license=LICENSE, **meta)
+
+
+def presets() -> list[Preset]:
+  out = [
+      _preset('restormer-motion-deblur', 'motion_deblurring.pth', task='motion_deblur', channels=3,
+              notes='trained on GoPro; Motion_Deblurring/test.py'),
+      _preset('restormer-defocus-single', 'single_image_defocus_deblurring.pth', task='defocus_deblur',
+              channels=3, notes='DPDD, single image (centre view)'),
+      _preset('restormer-defocus-dual', 'dual_pixel_defocus_deblurring.pth', task='defocus_deblur_dual',
+              channels=6, hp=dict(dual_pixel_task=True),
+              notes='DPDD dual-pixel: input is the left and right views concatenated (6 channels, '
+                    '16-bit images / 65535), output RGB, no global residual'),
+      _preset('restormer-derain', 'deraining.pth', task='derain', channels=3,
+              notes='Rain13K; Deraining/test.py (scored on the Y channel in MATLAB)'),
+      _preset('restormer-real-dn', 'real_denoising.pth', task='real_dn', channels=3,
+              hp=dict(LayerNorm_type='BiasFree'), notes='SIDD real noise'),
+  ]
+  # Gaussian denoising: one blind model per colour type and one per sigma (15, 25, 50).
+  for color, channels, task in (('color', 3, 'color_dn'), ('gray', 1, 'gray_dn')):
+    out.append(_preset(
+        f'restormer-{color}-dn-blind', f'gaussian_{color}_denoising_blind.pth', task=task, channels=channels,
+        hp=dict(LayerNorm_type='BiasFree'), notes='blind: one model for sigma in [0, 50]'))
+    for sigma in (15, 25, 50):
+      out.append(_preset(
+          f'restormer-{color}-dn{sigma}', f'gaussian_{color}_denoising_sigma{sigma}.pth', task=task,
+          channels=channels, noise_level=sigma, hp=dict(LayerNorm_type='BiasFree'),
+          notes='official test: float noise (np.random.seed(0) per image, RGB order), not clipped'))
+  return out
+
+
+def torch_kwargs(cfg: UNetConfig) -> dict:
+  """The official constructor keywords (lists where the original takes lists)."""
+  return dict(cfg.hyperparameters(), num_blocks=list(cfg.num_blocks), heads=list(cfg.heads))
+
+
+ARCHITECTURE = Architecture(
+    name='restormer', config_cls=RestormerConfig, model_cls=Restormer, torch_params=TORCH_PARAMS,
+    signature=SIGNATURE_KEYS, hyperparameters_from_state_dict=hyperparameters_from_state_dict,
+    presets=presets,
+    # qkv and the FFN's project_in are 1x1 convs (1, 1, C, kC); project_out/out-proj (1, 1, kC, C).
+    sharding_rules=(
+        (r'.*attn/qkv/kernel', (None, None, 'data', 'model')),
+        (r'.*attn/qkv_dwconv/kernel', (None, None, None, 'model')),
+        (r'.*attn/project_out/kernel', (None, None, 'model', 'data')),
+        (r'.*ffn/project_in/kernel', (None, None, 'data', 'model')),
+        (r'.*ffn/dwconv/kernel', (None, None, None, 'model')),
+        (r'.*ffn/project_out/kernel', (None, None, 'model', 'data')),
+    ),
+    torch_reference=TorchReference('spandrel_extra_arches.architectures.Restormer', 'Restormer', torch_kwargs,
+                                   'spandrel-extra-arches==0.2.0'),
+    description='Restormer (Zamir et al., CVPR 2022): every released task')

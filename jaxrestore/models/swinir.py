@@ -21,15 +21,15 @@ from flax import nnx
 
 from jaxrestore import kernels
 from jaxrestore import layers
-from jaxrestore.convert.mapping import (CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio,
-                                        linear_oi_to_io)
+from jaxrestore.mapping import CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio, linear_oi_to_io
+from jaxrestore.models.base import Architecture, ModelConfig, Preset, TorchReference, runtime_field
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 UPSAMPLERS = ('', 'pixelshuffle', 'pixelshuffledirect', 'nearest+conv')
 
 
 @dataclasses.dataclass(frozen=True)
-class SwinIRConfig:
+class SwinIRConfig(ModelConfig):
   """Hyperparameters with the official constructor's names and defaults."""
   img_size: int | tuple[int, int] = 64
   patch_size: int = 1
@@ -48,11 +48,13 @@ class SwinIRConfig:
   resi_connection: str = '1conv'
   num_feat: int = 64
   # Not in the original: which window-attention implementation to run (see jaxrestore.kernels).
-  attention: str = 'auto'
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
+  attention: str = runtime_field('auto')
+  dtype: Any = runtime_field(None)
+  param_dtype: Any = runtime_field(jnp.float32)
+  padding: str = runtime_field('reflect')   # the original reflect-pads to the window itself
 
   def __post_init__(self):
+    self.check_padding()
     object.__setattr__(self, 'depths', tuple(int(d) for d in self.depths))
     object.__setattr__(self, 'num_heads', tuple(int(h) for h in self.num_heads))
     if isinstance(self.img_size, (list, tuple)):
@@ -81,6 +83,20 @@ class SwinIRConfig:
     return self.in_chans
 
   @property
+  def size_multiple(self) -> int:
+    return self.window_size
+
+  @property
+  def min_size(self) -> int:
+    """Reflect padding to the window needs more than half a window."""
+    return self.window_size // 2 + 1
+
+  @property
+  def eval_pad_multiple(self) -> int:
+    """main_test_swinir.py flip-pads every input to (h // window + 1) * window."""
+    return self.window_size
+
+  @property
   def input_resolution(self) -> tuple[int, int]:
     size = self.img_size if isinstance(self.img_size, tuple) else (self.img_size, self.img_size)
     return size[0] // self.patch_size, size[1] // self.patch_size
@@ -93,9 +109,6 @@ class SwinIRConfig:
   @property
   def block_shift_size(self) -> int:
     return 0 if min(self.input_resolution) <= self.window_size else self.window_size // 2
-
-  def replace(self, **changes) -> 'SwinIRConfig':
-    return dataclasses.replace(self, **changes)
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -297,11 +310,9 @@ class SwinIR(nnx.Module):
 
   def __call__(self, x):
     cfg = self.config
-    if x.ndim != 4 or x.shape[-1] != cfg.in_chans:
-      raise ValueError(f'SwinIR expects NHWC input with {cfg.in_chans} channels, got shape {x.shape}')
     height, width = x.shape[1:3]
     dtype = cfg.dtype or x.dtype
-    x = layers.pad_to_multiple(x.astype(dtype), cfg.window_size, 'reflect')
+    x = cfg.pad_input(x.astype(dtype), 'SwinIR')
     mean = jnp.asarray(RGB_MEAN if cfg.in_chans == 3 else (0.0,) * cfg.in_chans, jnp.float32).astype(dtype)
     x = (x - mean) * cfg.img_range
 
@@ -324,7 +335,7 @@ class SwinIR(nnx.Module):
         x = self.conv_last(jax.nn.leaky_relu(self.conv_hr(x), 0.2))
 
     x = x / cfg.img_range + mean
-    return x[:, :height * cfg.scale, :width * cfg.scale, :]
+    return cfg.crop_output(x, height, width)
 
 
 def _pixelshuffle_upsample(scale: int, nf: int, cfg: SwinIRConfig, rngs: nnx.Rngs) -> list:
@@ -431,3 +442,84 @@ def hyperparameters_from_state_dict(sd) -> dict:
     hp['upsampler'] = ''
     hp['upscale'] = 1
   return hp
+
+
+# ----- presets: one per official checkpoint of JingyunLiang/SwinIR (release v0.0) --------------------
+# Hyperparameters are those `main_test_swinir.py` builds for each task.
+
+RELEASE_URL = 'https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/'
+LICENSE = 'Apache-2.0 (JingyunLiang/SwinIR)'
+
+# SwinIR-M: the medium model used by every task but lightweight and large real-world SR.
+MEDIUM = dict(embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6, window_size=8, mlp_ratio=2.0,
+              resi_connection='1conv', img_range=1.0)
+
+
+def _preset(name, file, key, *, task, channels, hp, **meta) -> Preset:
+  return Preset(name=name, architecture='swinir', hyperparameters=hp, task=task, channels=channels,
+                checkpoint_file=file, checkpoint_key=key, weights_url=RELEASE_URL + file,
+                weights_license=LICENSE, **meta)
+
+
+def presets() -> list[Preset]:
+  out = []
+  # 001 classical SR: trained on DF2K with 64x64 patches, or on DIV2K with 48x48 patches.
+  for scale in (2, 3, 4, 8):
+    for data, patch, suffix in (('DF2K', 64, ''), ('DIV2K', 48, '-p48')):
+      out.append(_preset(
+          f'swinir-classical-x{scale}{suffix}',
+          f'001_classicalSR_{data}_s{patch}w8_SwinIR-M_x{scale}.pth', 'params',
+          task='classical_sr', channels=3, scale=scale, border=scale,
+          hp=dict(MEDIUM, in_chans=3, img_size=patch, upscale=scale, upsampler='pixelshuffle')))
+  # 002 lightweight SR: SwinIR-S with a one-step pixel-shuffle head.
+  for scale in (2, 3, 4):
+    out.append(_preset(
+        f'swinir-lightweight-x{scale}', f'002_lightweightSR_DIV2K_s64w8_SwinIR-S_x{scale}.pth', 'params',
+        task='lightweight_sr', channels=3, scale=scale, border=scale,
+        hp=dict(in_chans=3, img_size=64, window_size=8, img_range=1.0, embed_dim=60, depths=(6,) * 4,
+                num_heads=(6,) * 4, mlp_ratio=2.0, upscale=scale, upsampler='pixelshuffledirect',
+                resi_connection='1conv')))
+  # 003 real-world SR x4 (BSRGAN degradations): SwinIR-M and SwinIR-L, PSNR- and GAN-trained.
+  large = dict(embed_dim=240, depths=(6,) * 9, num_heads=(8,) * 9, window_size=8, mlp_ratio=2.0,
+               resi_connection='3conv', img_range=1.0)
+  for size, data, hp in (('m', 'DFO', MEDIUM), ('l', 'DFOWMFC', large)):
+    for kind in ('psnr', 'gan'):
+      out.append(_preset(
+          f'swinir-real-x4-{size}-{kind}',
+          f'003_realSR_BSRGAN_{data}_s64w8_SwinIR-{size.upper()}_x4_{kind.upper()}.pth', 'params_ema',
+          task='real_sr', channels=3, scale=4,
+          hp=dict(hp, in_chans=3, img_size=64, upscale=4, upsampler='nearest+conv')))
+  # 004/005 gray and color denoising (Gaussian noise sigma 15/25/50, 128x128 training patches).
+  for task, prefix, color, channels in (('gray_dn', '004_grayDN', 'gray', 1), ('color_dn', '005_colorDN', 'color', 3)):
+    for sigma in (15, 25, 50):
+      out.append(_preset(
+          f'swinir-{color}-dn{sigma}', f'{prefix}_DFWB_s128w8_SwinIR-M_noise{sigma}.pth', 'params',
+          task=task, channels=channels, noise_level=sigma,
+          hp=dict(MEDIUM, in_chans=channels, img_size=128, upscale=1, upsampler='')))
+  # 006 JPEG artifact removal: window 7 (JPEG blocks are 8x8), img_size 126, img_range 255.
+  for task, prefix, color, channels in (('jpeg_car', '006_CAR', 'gray', 1), ('color_jpeg_car', '006_colorCAR', 'color', 3)):
+    for quality in (10, 20, 30, 40):
+      out.append(_preset(
+          f'swinir-{color}-car{quality}', f'{prefix}_DFWB_s126w7_SwinIR-M_jpeg{quality}.pth', 'params',
+          task=task, channels=channels, jpeg_quality=quality,
+          hp=dict(MEDIUM, in_chans=channels, img_size=126, window_size=7, img_range=255.0, upscale=1,
+                  upsampler='')))
+  return out
+
+
+def _torch_kwargs(cfg: SwinIRConfig) -> dict:
+  return dict(cfg.hyperparameters(), depths=list(cfg.depths), num_heads=list(cfg.num_heads))
+
+
+ARCHITECTURE = Architecture(
+    name='swinir', config_cls=SwinIRConfig, model_cls=SwinIR, torch_params=TORCH_PARAMS,
+    signature=SIGNATURE_KEYS, hyperparameters_from_state_dict=hyperparameters_from_state_dict,
+    presets=presets,
+    sharding_rules=(
+        (r'.*attn/qkv/kernel', ('data', 'model')), (r'.*attn/qkv/bias', ('model',)),
+        (r'.*attn/proj/kernel', ('model', 'data')),
+        (r'.*mlp/fc1/kernel', ('data', 'model')), (r'.*mlp/fc1/bias', ('model',)),
+        (r'.*mlp/fc2/kernel', ('model', 'data')),
+    ),
+    torch_reference=TorchReference('spandrel.architectures.SwinIR', 'SwinIR', _torch_kwargs, 'spandrel==0.4.2'),
+    description='SwinIR (Liang et al., ICCVW 2021): Swin-transformer restoration, every official task')

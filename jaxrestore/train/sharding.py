@@ -6,7 +6,12 @@ a rule table: (regex, spec) pairs matched in order against the array's path ('pa
 Adam moments and its EMA alike. The first match wins; nothing matched is replicated. A spec is a
 `PartitionSpec` or 'fsdp' (shard the largest axis that divides evenly along `data`: ZeRO-3 /
 FSDP for models too large to replicate). An axis that does not divide falls back to replication,
-so a rule table works for every model and mesh size. Batches are sharded along `data`.
+so a rule table works for every model and mesh size; `replicated_large` lists what that left
+unsplit. Batches are sharded along `data`.
+
+Tensor parallelism is model-specific: 'fsdp_tp' is the model's own table
+(`Architecture.sharding_rules`, in its model file: which kernels split heads / MLP width along
+`model`) followed by FSDP for everything else.
 """
 from __future__ import annotations
 
@@ -26,13 +31,8 @@ RULES: dict[str, tuple[tuple[str, Any], ...]] = {
     # Large models: params, optimizer state and EMA split along `data` (FSDP); XLA all-gathers
     # each weight where it is used and reduce-scatters its gradient.
     'fsdp': ((r'.*', 'fsdp'),),
-    # FSDP plus Megatron-style tensor parallelism of transformer MLPs/attention along `model`.
-    'fsdp_tp': (
-        (r'.*(qkv|fc1|mlp/layers/0)/kernel$', P('data', 'model')),
-        (r'.*(qkv|fc1|mlp/layers/0)/bias$', P('model')),
-        (r'.*(attn/proj|fc2|mlp/layers/2)/kernel$', P('model', 'data')),
-        (r'.*', 'fsdp'),
-    ),
+    # The model's tensor-parallel rules (heads / MLP width along `model`), then FSDP.
+    'fsdp_tp': ((r'.*', 'fsdp'),),
 }
 
 
@@ -88,17 +88,20 @@ def _resolve(spec, shape: tuple[int, ...], mesh: jax.sharding.Mesh) -> P:
   return P(*dims)
 
 
-def rules_for(rules) -> tuple[tuple[str, Any], ...]:
+def rules_for(rules, model_rules=()) -> tuple[tuple[str, Any], ...]:
+  """A rule table by name ('replicated', 'fsdp', 'fsdp_tp' = `model_rules` + FSDP) or as given."""
   if isinstance(rules, str):
     if rules not in RULES:
       raise ValueError(f'unknown sharding rules {rules!r}; known: {sorted(RULES)} (or a list of (regex, spec))')
-    return RULES[rules]
-  return tuple((pattern, spec if isinstance(spec, (P, str)) else P(*spec)) for pattern, spec in rules)
+    table = (tuple(model_rules) if rules == 'fsdp_tp' else ()) + RULES[rules]
+  else:
+    table = tuple(rules)
+  return tuple((pattern, spec if isinstance(spec, (P, str)) else P(*spec)) for pattern, spec in table)
 
 
-def partition_specs(tree, rules, mesh: jax.sharding.Mesh):
+def partition_specs(tree, rules, mesh: jax.sharding.Mesh, model_rules=()):
   """A PartitionSpec for every array leaf of `tree` (arrays or ShapeDtypeStructs)."""
-  table = [(re.compile(pattern), spec) for pattern, spec in rules_for(rules)]
+  table = [(re.compile(pattern), spec) for pattern, spec in rules_for(rules, model_rules)]
 
   def one(path, leaf):
     name = path_str(path)
@@ -111,9 +114,21 @@ def partition_specs(tree, rules, mesh: jax.sharding.Mesh):
   return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def shardings(tree, rules, mesh: jax.sharding.Mesh):
-  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), partition_specs(tree, rules, mesh),
+def shardings(tree, rules, mesh: jax.sharding.Mesh, model_rules=()):
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), partition_specs(tree, rules, mesh, model_rules),
                       is_leaf=lambda x: isinstance(x, P))
+
+
+def replicated_large(tree, rules, mesh, model_rules=(), min_size: int = 1 << 16) -> list[str]:
+  """'path shape' of every array of at least `min_size` elements the rules leave whole on every
+  device (nothing in its spec) although the mesh has more than one device."""
+  if math.prod(dict(mesh.shape).values()) == 1:
+    return []
+  specs = partition_specs(tree, rules, mesh, model_rules)
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))
+  return [f'{path_str(p)} {tuple(x.shape)}' for (p, x), s in zip(leaves, spec_leaves)
+          if math.prod(getattr(x, 'shape', ())) >= min_size and not any(a is not None for a in s)]
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
@@ -124,9 +139,9 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def describe(tree, rules, mesh) -> list[str]:
+def describe(tree, rules, mesh, model_rules=()) -> list[str]:
   """'path shape spec' lines, for logging how the state is laid out."""
-  specs = partition_specs(tree, rules, mesh)
+  specs = partition_specs(tree, rules, mesh, model_rules)
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))
   return [f'{path_str(p)} {tuple(getattr(x, "shape", ()))} {s}' for (p, x), s in zip(leaves, spec_leaves)]
