@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -132,3 +133,20 @@ def test_eight_devices_give_the_single_device_result(tmp_path):
   many, one = np.load(out)
   assert many.shape == (150, 122, 3)
   np.testing.assert_array_equal(many, one)
+
+
+def test_restorer_cache_never_serves_stale_weights():
+  """The cache reuses placed weights and compilations, but not after the model's weights change."""
+  model = _small_swinir()
+  image = np.random.default_rng(0).random((24, 24, 3), dtype=np.float32)
+  first = inference.restore(model, image)
+  restorer = inference.get_restorer(model)
+  assert inference.get_restorer(model) is restorer  # unchanged model: same placed weights
+  state = nnx.state(model, nnx.Param)
+  nnx.update(model, jax.tree.map(lambda a: a * 1.5, state))
+  second = inference.restore(model, image)
+  assert inference.get_restorer(model) is not restorer
+  fresh = _small_swinir()
+  nnx.update(fresh, nnx.state(model, nnx.Param))
+  np.testing.assert_array_equal(second, inference.restore(fresh, image))
+  assert np.max(np.abs(second - first)) > 1e-3

@@ -124,3 +124,33 @@ def test_detection_recovers_hyperparameters(name):
     assert got.block_window_size == expected.block_window_size and got.block_shift_size == 0
     got = got.replace(img_size=expected.img_size, window_size=expected.window_size)
   assert got == expected
+
+
+def test_diffbir_unshuffle_variant_matches_spandrel_and_is_detected(tmp_path):
+  """DiffBIR's cleaner: PixelUnshuffle(8) -> conv_first.1, nearest+conv x8, restoring at the input
+  size. The checkpoint is laid out as DiffBIR saves it ({'state_dict': {'module.conv_first.1.weight',
+  ...}}); the reference is spandrel's SwinIR with start_unshuffle (the same computation)."""
+  hp = dict(embed_dim=12, depths=(2,), num_heads=(2,), mlp_ratio=2.0, in_chans=3, img_size=16, window_size=4,
+            upscale=8, upsampler='nearest+conv', resi_connection='1conv')
+  tmodel = randomize_(TorchSwinIR(**hp, start_unshuffle=8), 3)
+  sd = {('module.conv_first.1.' + k[len('conv_first.'):] if k.startswith('conv_first.') else 'module.' + k): v
+        for k, v in tmodel.state_dict().items()}
+  torch.save({'state_dict': sd}, tmp_path / 'general_swinir_small.ckpt')
+  model = jaxrestore.load(weights=tmp_path / 'general_swinir_small.ckpt')
+  cfg = model.config
+  assert (cfg.unshuffle, cfg.unshuffle_scale, cfg.upscale, cfg.in_chans, cfg.scale) == (True, 8, 8, 3, 1)
+  assert cfg.size_multiple == 32 and cfg.min_size == 17
+  rng = np.random.default_rng(1)
+  x = rng.random((1, 64, 96, 3), dtype=np.float32)  # a multiple of window x 8: no padding anywhere
+  err = float(np.max(np.abs(_jax_forward(model, x) - run_nchw(tmodel, x))))
+  assert err <= 1e-5, err
+  # Odd sizes: jaxrestore reflect-pads the image to 32 and crops back (the original would need H/8 to
+  # be a multiple of the window); equal to the reference run on the padded image.
+  odd = rng.random((1, 37, 45, 3), dtype=np.float32)
+  padded = np.pad(odd, ((0, 0), (0, 27), (0, 19), (0, 0)), mode='reflect')
+  err = float(np.max(np.abs(_jax_forward(model, odd) - run_nchw(tmodel, padded)[:, :37, :45])))
+  assert err <= 1e-5, err
+  full = jaxrestore.get_preset('swinir-diffbir-general').hyperparameters
+  assert swinir.SwinIRConfig(**full).scale == 1
+  with pytest.raises(ValueError, match='unshuffle_scale equal to upscale'):
+    swinir.SwinIRConfig(**dict(hp, unshuffle=True, unshuffle_scale=4))

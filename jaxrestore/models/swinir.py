@@ -47,6 +47,10 @@ class SwinIRConfig(ModelConfig):
   upsampler: str = ''
   resi_connection: str = '1conv'
   num_feat: int = 64
+  # DiffBIR's variant (the cleaner of DiffBIR and DreamClear): PixelUnshuffle(upscale) before
+  # conv_first, so a x`upscale` upsampler restores at the input size.
+  unshuffle: bool = False
+  unshuffle_scale: int | None = None
   # Not in the original: which window-attention implementation to run (see jaxrestore.kernels).
   attention: str = runtime_field('auto')
   dtype: Any = runtime_field(None)
@@ -72,11 +76,19 @@ class SwinIRConfig(ModelConfig):
       raise ValueError(f'SwinIR: pixelshuffle supports scales 2^n and 3, got {self.upscale}')
     if self.upsampler == 'nearest+conv' and self.upscale not in (2, 4, 8):
       raise ValueError(f'SwinIR: nearest+conv supports scales 2, 4 and 8, got {self.upscale}')
+    if self.unshuffle and (self.unshuffle_scale != self.upscale or not self.upsampler):
+      raise ValueError(f'SwinIR: unshuffle needs unshuffle_scale equal to upscale and an upsampler (the original '
+                       f'unshuffles by upscale and counts channels by unshuffle_scale), got '
+                       f'unshuffle_scale={self.unshuffle_scale}, upscale={self.upscale}, upsampler={self.upsampler!r}')
 
   @property
   def scale(self) -> int:
     """Output/input size ratio (the original ignores `upscale` without an upsampler)."""
-    return self.upscale if self.upsampler else 1
+    return (self.upscale if self.upsampler else 1) // self.unshuffle_factor
+
+  @property
+  def unshuffle_factor(self) -> int:
+    return self.unshuffle_scale if self.unshuffle else 1
 
   @property
   def out_chans(self) -> int:
@@ -84,12 +96,13 @@ class SwinIRConfig(ModelConfig):
 
   @property
   def size_multiple(self) -> int:
-    return self.window_size
+    """The window, at feature resolution (so times the unshuffle factor in pixels)."""
+    return self.window_size * self.unshuffle_factor
 
   @property
   def min_size(self) -> int:
     """Reflect padding to the window needs more than half a window."""
-    return self.window_size // 2 + 1
+    return self.size_multiple // 2 + 1
 
   @property
   def eval_pad_multiple(self) -> int:
@@ -277,7 +290,7 @@ class SwinIR(nnx.Module):
   def __init__(self, config: SwinIRConfig, *, rngs: nnx.Rngs):
     cfg = self.config = config
     dim, ck = cfg.embed_dim, _conv_kwargs(cfg)
-    self.conv_first = layers.conv2d(cfg.in_chans, dim, 3, rngs=rngs, **ck)
+    self.conv_first = layers.conv2d(cfg.in_chans * cfg.unshuffle_factor ** 2, dim, 3, rngs=rngs, **ck)
     self.patch_embed = PatchEmbed(dim, cfg, rngs=rngs)
     self.layers = nnx.List([RSTB(dim, d, h, cfg, rngs=rngs) for d, h in zip(cfg.depths, cfg.num_heads)])
     self.norm = layers.layer_norm(dim, rngs=rngs, **_norm_kwargs(cfg))
@@ -315,6 +328,8 @@ class SwinIR(nnx.Module):
     x = cfg.pad_input(x.astype(dtype), 'SwinIR')
     mean = jnp.asarray(RGB_MEAN if cfg.in_chans == 3 else (0.0,) * cfg.in_chans, jnp.float32).astype(dtype)
     x = (x - mean) * cfg.img_range
+    if cfg.unshuffle:
+      x = layers.pixel_unshuffle(x, cfg.unshuffle_factor)
 
     if cfg.upsampler == '':
       x_first = self.conv_first(x)
@@ -368,6 +383,9 @@ _SEQUENTIALS = r'(conv_after_body|conv_before_upsample|upsample|layers\.\d+\.con
 TORCH_PARAMS = ParamMap(
     rules=(
         Rule(r'(.+)\.(qkv|proj|fc1|fc2)\.weight', r'\1.\2.kernel', linear_oi_to_io),
+        # DiffBIR: conv_first = Sequential(PixelUnshuffle, Conv2d); we unshuffle in the forward pass.
+        Rule(r'conv_first\.1\.weight', r'conv_first.kernel', conv_oihw_to_hwio),
+        Rule(r'conv_first\.1\.bias', r'conv_first.bias'),
         Rule(r'(.*norm\d?)\.weight', r'\1.scale'),
         Rule(r'(.+\.relative_position_bias_table)', r'\1'),
         Rule(_SEQUENTIALS + r'\.(\d+)\.weight', r'\1.layers.\2.kernel', conv_oihw_to_hwio),
@@ -378,12 +396,13 @@ TORCH_PARAMS = ParamMap(
     ignore=(r'.+\.relative_position_index', r'.+\.attn_mask'),
 )
 
-SIGNATURE_KEYS = (
-    'conv_first.weight',
+_BODY_KEYS = (
     'layers.0.residual_group.blocks.0.norm1.weight',
     'layers.0.residual_group.blocks.0.attn.relative_position_bias_table',
     'layers.0.residual_group.blocks.0.mlp.fc1.weight',
 )
+# The official layout, and DiffBIR's with PixelUnshuffle in front of the first conv.
+SIGNATURE_KEYS = (('conv_first.weight',) + _BODY_KEYS, ('conv_first.1.weight',) + _BODY_KEYS)
 
 
 def _count(state_dict, prefix: str) -> int:
@@ -401,7 +420,8 @@ def hyperparameters_from_state_dict(sd) -> dict:
   if 'absolute_pos_embed' in sd:
     raise CheckpointMismatchError('SwinIR with an absolute position embedding (ape=True) is not supported')
   shape = lambda k: tuple(np.shape(sd[k]))
-  embed_dim, in_chans = shape('conv_first.weight')[:2]
+  first = 'conv_first.weight' if 'conv_first.weight' in sd else 'conv_first.1.weight'
+  embed_dim, in_chans = shape(first)[:2]
   num_layers = _count(sd, 'layers')
   depths = tuple(_count(sd, f'layers.{i}.residual_group.blocks') for i in range(num_layers))
   num_heads = tuple(shape(f'layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table')[1]
@@ -441,6 +461,8 @@ def hyperparameters_from_state_dict(sd) -> dict:
   else:
     hp['upsampler'] = ''
     hp['upscale'] = 1
+  if first == 'conv_first.1.weight':  # unshuffled by the upscale factor before the conv
+    hp.update(unshuffle=True, unshuffle_scale=hp['upscale'], in_chans=in_chans // hp['upscale'] ** 2)
   return hp
 
 
@@ -504,11 +526,26 @@ def presets() -> list[Preset]:
           task=task, channels=channels, jpeg_quality=quality,
           hp=dict(MEDIUM, in_chans=channels, img_size=126, window_size=7, img_range=255.0, upscale=1,
                   upsampler='')))
+  # DiffBIR's general-purpose cleaner (also DreamClear's pre-restorer): SwinIR-M with 8 RSTBs behind
+  # PixelUnshuffle(8) and a nearest+conv x8 head, so it restores at the input size.
+  out.append(Preset(
+      name='swinir-diffbir-general', architecture='swinir', task='blind_restore', channels=3,
+      hyperparameters=dict(MEDIUM, depths=(6,) * 8, num_heads=(6,) * 8, in_chans=3, img_size=64, upscale=8,
+                           upsampler='nearest+conv', unshuffle=True, unshuffle_scale=8),
+      checkpoint_file='general_swinir_v1.ckpt', checkpoint_key='state_dict',
+      weights_url='https://huggingface.co/lxq007/DiffBIR/resolve/main/general_swinir_v1.ckpt',
+      weights_license='Apache-2.0 (XPixelGroup/DiffBIR)',
+      notes='stage-1 cleaner of DiffBIR and DreamClear (blind real-world degradations, output at input size)'))
   return out
 
 
 def _torch_kwargs(cfg: SwinIRConfig) -> dict:
-  return dict(cfg.hyperparameters(), depths=list(cfg.depths), num_heads=list(cfg.num_heads))
+  """spandrel's SwinIR keywords (its `start_unshuffle` is DiffBIR's unshuffle)."""
+  kwargs = dict(cfg.hyperparameters(), depths=list(cfg.depths), num_heads=list(cfg.num_heads),
+                start_unshuffle=cfg.unshuffle_factor)
+  for name in ('unshuffle', 'unshuffle_scale', 'num_feat'):
+    kwargs.pop(name)
+  return kwargs
 
 
 ARCHITECTURE = Architecture(
