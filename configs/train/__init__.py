@@ -20,7 +20,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Iterable
 
-RECIPES = ('dncnn_gray', 'swinir_gray_dn', 'swinir_color_dn', 'swinir_car', 'hair_3deg')
+RECIPES = ('dncnn_gray', 'swinir_gray_dn', 'swinir_color_dn', 'swinir_car', 'hair_3deg', 'dualfreq_3task',
+           'dualfreq_5task')
 
 
 class ConfigDict(dict):

@@ -4,8 +4,8 @@ Gaussian denoising (sigma 15/25/50 on BSD400+WED), deraining (Rain100L pairs) an
 follows): 128x128 patches, batch 32 (8 per GPU x 4), AdamW 2e-4 with linear warm-up over 15 epochs
 then cosine decay over 150 epochs (expressed here in steps), L1 loss.
 
-The model is referenced by architecture name ('hair'): a jaxrestore without it registered in
-`jaxrestore.registry.ARCHITECTURES` stops at once with a clear error instead of half-starting. The paired sets
+The model is referenced by architecture name ('hair'): a jaxrestore without it registered
+(`jaxrestore.registry.architectures()`) stops at once with a clear error instead of half-starting. The paired sets
 are manual downloads: set `data.sources.1.folder`/`.lq_folder` (rain) and `data.sources.2.*` (haze).
 """
 from __future__ import annotations
