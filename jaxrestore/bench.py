@@ -29,6 +29,15 @@ def _rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _unavailable_torchvision_name(name: str):
+  if name.startswith('__'):
+    raise AttributeError(name)
+
+  def unavailable(*args, **kwargs):
+    raise RuntimeError(f'torchvision.transforms.functional.{name} is not installed (jaxrestore bench stand-in)')
+  return unavailable
+
+
 def import_torch_reference(reference):
   """The reference's PyTorch class. spandrel imports torchvision at import time for two architectures
   (LaMa, RestoreFormer) that are never built here; PyPI's torchvision does not import beside the
@@ -38,9 +47,10 @@ def import_torch_reference(reference):
     importlib.import_module('torchvision.transforms.functional')
   except ImportError:
     for name in ('torchvision', 'torchvision.transforms', 'torchvision.transforms.functional'):
-      sys.modules.setdefault(name, types.ModuleType(name))
+      sys.modules[name] = types.ModuleType(name)
     sys.modules['torchvision'].transforms = sys.modules['torchvision.transforms']
-    sys.modules['torchvision.transforms'].functional = sys.modules['torchvision.transforms.functional']
+    functional = sys.modules['torchvision.transforms'].functional = sys.modules['torchvision.transforms.functional']
+    functional.__getattr__ = _unavailable_torchvision_name
   try:
     module = importlib.import_module(reference.module)
   except ImportError as e:

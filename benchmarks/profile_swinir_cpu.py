@@ -1,0 +1,164 @@
+"""Where SwinIR-M's forward time goes on CPU: per-stage timings, JAX and PyTorch side by side.
+
+    python benchmarks/profile_swinir_cpu.py [--size 128] [--batch 1] [--repeats 7] [--preset swinir-color-dn15]
+
+Each stage of one Swin block (LayerNorm, qkv projection, window partition + cyclic shift, the
+attention core, output projection, reverse, MLP) and of the convolutions is jitted on its own at the
+real shapes of SwinIR-M and timed (median of `repeats`, JAX and PyTorch interleaved), then
+multiplied by how often the network runs it. The sum is compared with the whole forward pass, and
+the matmul-rate floor (FLOPs / the best measured GEMM rate) is printed. Check `uptime` first: the
+load average is printed, and timings taken under load are not comparable.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def median_time(fn, repeats: int) -> float:
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--preset', default='swinir-color-dn15')
+  parser.add_argument('--size', type=int, default=128)
+  parser.add_argument('--batch', type=int, default=1)
+  parser.add_argument('--repeats', type=int, default=7)
+  parser.add_argument('--no-torch', action='store_true')
+  args = parser.parse_args(argv)
+
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  import jaxrestore
+  from jaxrestore.models import swinir
+
+  print(f'load average {" / ".join(f"{v:.2f}" for v in os.getloadavg())}, {os.cpu_count()} cores, '
+        f'jax {jax.__version__}')
+  model = jaxrestore.load(args.preset, pretrained=False)
+  cfg = model.config
+  b, s, c = args.batch, args.size, cfg.embed_dim
+  ws, heads = cfg.window_size, cfg.num_heads[0]
+  n_blocks = sum(cfg.depths)
+  rng = np.random.default_rng(0)
+  feat = jnp.asarray(rng.standard_normal((b, s, s, c)), jnp.float32)
+  block = model.layers[0].residual_group.blocks[1]  # a shifted block
+  attn = block.attn
+  windows = swinir.window_partition(feat, ws)
+  nw, n = windows.shape[:2]
+  qkv_w = block.attn.qkv
+  hidden = int(c * cfg.mlp_ratio)
+  mask = jnp.asarray(swinir.shift_window_mask(s, s, ws, ws // 2))
+  from jaxrestore import kernels
+  core = kernels.get_window_attention('xla')
+  q = k = v = jnp.asarray(rng.standard_normal((nw, heads, n, c // heads)), jnp.float32)
+  bias = attn.relative_position_bias()
+  h1 = jnp.asarray(rng.standard_normal((b * s * s, hidden)), jnp.float32)
+
+  def jit_run(f, *a):
+    g = jax.jit(f)
+    return lambda: jax.block_until_ready(g(*a))
+
+  stages = {
+      'norm1 (LayerNorm)': (jit_run(lambda m, x: m(x), block.norm1, feat), n_blocks),
+      'qkv projection': (jit_run(lambda m, x: m(x), qkv_w, windows), n_blocks),
+      'roll + window partition': (jit_run(lambda x: swinir.window_partition(jnp.roll(x, (-4, -4), (1, 2)), ws), feat),
+                                  n_blocks),
+      'attention core (qk, bias, mask, softmax, v)': (jit_run(lambda q, k, v, bb, m: core(q, k, v, bb, m,
+                                                                                          scale=attn.scale),
+                                                               q, k, v, bias, mask), n_blocks),
+      'output projection': (jit_run(lambda m, x: m(x), attn.proj, windows), n_blocks),
+      'window reverse + roll': (jit_run(lambda w: jnp.roll(swinir.window_reverse(w, ws, s, s), (4, 4), (1, 2)),
+                                        windows), n_blocks),
+      'norm2 (LayerNorm)': (jit_run(lambda m, x: m(x), block.norm2, feat), n_blocks),
+      'mlp fc1': (jit_run(lambda m, x: m(x), block.mlp.fc1, feat), n_blocks),
+      'mlp GELU (exact)': (jit_run(lambda x: jax.nn.gelu(x, approximate=False), h1), n_blocks),
+      'mlp fc2': (jit_run(lambda m, x: m(x), block.mlp.fc2, h1.reshape(b, s, s, hidden)), n_blocks),
+      'conv 3x3 180->180': (jit_run(lambda m, x: m(x), model.conv_after_body, feat), len(cfg.depths) + 1),
+  }
+  whole = jit_run(lambda m, x: m(x), model, jnp.asarray(rng.random((b, s, s, cfg.in_chans)), jnp.float32))
+
+  torch_stages, torch_whole = {}, None
+  if not args.no_torch:
+    import torch
+    from jaxrestore.bench import import_torch_reference
+    from jaxrestore.registry import get_architecture
+    torch.set_num_threads(os.cpu_count())
+    arch = get_architecture('swinir')
+    tmodel = import_torch_reference(arch.torch_reference)(**arch.torch_reference.kwargs(cfg)).eval()
+    tb = tmodel.layers[0].residual_group.blocks[1]
+    t = lambda a: torch.from_numpy(np.array(a))
+    tfeat, twin, th1 = t(feat), t(windows), t(h1)
+    tq, tbias, tmask = t(q), t(bias), t(mask)
+
+    def tcore():
+      a = (tq * attn.scale) @ tq.transpose(-2, -1) + tbias[None]
+      a = a.view(nw // mask.shape[0], mask.shape[0], heads, n, n) + tmask[None, :, None]
+      return torch.softmax(a.view(-1, heads, n, n), -1) @ tq
+
+    def trun(f):
+      def g():
+        with torch.no_grad():
+          f()
+      return g
+
+    torch_stages = {
+        'norm1 (LayerNorm)': trun(lambda: tb.norm1(tfeat)),
+        'qkv projection': trun(lambda: tb.attn.qkv(twin)),
+        'roll + window partition': trun(lambda: torch.roll(tfeat, (-4, -4), (1, 2)).view(
+            b, s // ws, ws, s // ws, ws, c).permute(0, 1, 3, 2, 4, 5).contiguous()),
+        'attention core (qk, bias, mask, softmax, v)': trun(tcore),
+        'output projection': trun(lambda: tb.attn.proj(twin)),
+        'window reverse + roll': trun(lambda: torch.roll(twin.view(b, s // ws, s // ws, ws, ws, c).permute(
+            0, 1, 3, 2, 4, 5).contiguous().view(b, s, s, c), (4, 4), (1, 2))),
+        'norm2 (LayerNorm)': trun(lambda: tb.norm2(tfeat)),
+        'mlp fc1': trun(lambda: tb.mlp.fc1(tfeat)),
+        'mlp GELU (exact)': trun(lambda: torch.nn.functional.gelu(th1)),
+        'mlp fc2': trun(lambda: tb.mlp.fc2(th1)),
+        'conv 3x3 180->180': trun(lambda: tmodel.conv_after_body(tfeat.permute(0, 3, 1, 2))),
+    }
+    timg = torch.from_numpy(rng.random((b, cfg.in_chans, s, s), dtype=np.float32))
+    torch_whole = trun(lambda: tmodel(timg))
+
+  print(f'\n{args.preset} at {s}x{s}, batch {b}, float32; per call (ms) x calls per forward = total (s)\n')
+  print(f'| stage | calls | JAX ms | JAX total s | PyTorch ms | PyTorch total s |')
+  print('|---|---|---|---|---|---|')
+  tot_j = tot_t = 0.0
+  rows = []
+  for name, (fn, calls) in stages.items():
+    tj = median_time(fn, args.repeats)
+    tt = median_time(torch_stages[name], args.repeats) if name in torch_stages else float('nan')
+    tot_j += tj * calls
+    tot_t += tt * calls
+    rows.append((tj * calls, name))
+    print(f'| {name} | {calls} | {tj * 1e3:.1f} | {tj * calls:.2f} | {tt * 1e3:.1f} | {tt * calls:.2f} |')
+  wj = median_time(whole, max(3, args.repeats // 2))
+  wt = median_time(torch_whole, max(3, args.repeats // 2)) if torch_whole else float('nan')
+  print(f'| sum of stages | | | {tot_j:.2f} | | {tot_t:.2f} |')
+  print(f'| whole forward (jit) | 1 | | {wj:.2f} | | {wt:.2f} |')
+  print(f'\nPyTorch / JAX whole forward: {wt / wj:.2f}x')
+  print('top 5 JAX costs: ' + '; '.join(f'{name} {t:.2f} s' for t, name in sorted(rows, reverse=True)[:5]))
+  flops = 2 * b * s * s * n_blocks * (c * 3 * c + c * c + 2 * c * hidden + 2 * n * c)
+  flops += 2 * b * s * s * 9 * c * c * (len(cfg.depths) + 1)
+  gemm = jax.jit(lambda a, w: a @ w)
+  a2 = jnp.asarray(rng.standard_normal((2048, 2048)), jnp.float32)
+  best = 2 * 2048 ** 3 / median_time(lambda: jax.block_until_ready(gemm(a2, a2)), args.repeats)
+  print(f'{flops / 1e9:.1f} GFLOP per forward; best JAX GEMM rate (2048^3) {best / 1e9:.0f} GFLOP/s; '
+        f'floor {flops / best:.2f} s; whole forward reaches {flops / best / wj * 100:.0f}% of it')
+  print(f'load average after: {" / ".join(f"{v:.2f}" for v in os.getloadavg())}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
