@@ -56,6 +56,8 @@ class SwinIRConfig(ModelConfig):
   dtype: Any = runtime_field(None)
   param_dtype: Any = runtime_field(jnp.float32)
   padding: str = runtime_field('reflect')   # the original reflect-pads to the window itself
+  # Run identical residual groups with one lax.scan (one compiled group instead of all of them).
+  scan_layers: bool = runtime_field(False)
 
   def __post_init__(self):
     self.check_padding()
@@ -317,8 +319,7 @@ class SwinIR(nnx.Module):
 
   def forward_features(self, x):
     x = self.patch_embed(x)
-    for layer in self.layers:
-      x = layer(x)
+    x = _run_identical(self.layers, x) if self.config.scan_layers else _run_each(self.layers, x)
     return self.norm(x)
 
   def __call__(self, x):
@@ -351,6 +352,24 @@ class SwinIR(nnx.Module):
 
     x = x / cfg.img_range + mean
     return cfg.crop_output(x, height, width)
+
+
+def _run_each(modules, x):
+  for module in modules:
+    x = module(x)
+  return x
+
+
+def _run_identical(modules, x):
+  """Applies `modules` in order with one `lax.scan` when they share one structure (the same graph,
+  shapes and static attributes), so XLA compiles one residual group instead of all of them."""
+  splits = [nnx.split(m) for m in modules]
+  graphdef = splits[0][0]
+  if len(splits) < 2 or any(g != graphdef for g, _ in splits[1:]):
+    return _run_each(modules, x)
+  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[state for _, state in splits])
+  x, _ = jax.lax.scan(lambda h, state: (nnx.merge(graphdef, state)(h), None), x, stacked)
+  return x
 
 
 def _pixelshuffle_upsample(scale: int, nf: int, cfg: SwinIRConfig, rngs: nnx.Rngs) -> list:
