@@ -70,11 +70,14 @@ def fill_model(abstract: nnx.Module, params: dict[tuple, np.ndarray]) -> nnx.Mod
   """Fills an abstract model; `params` is emptied as arrays move to the device (one copy at a time)."""
   graphdef, state = nnx.split(abstract)
   leaves = []
-  for path, var in nnx.to_flat_state(state):
+  for i, (path, var) in enumerate(nnx.to_flat_state(state)):
     path = tuple(path)
     if path not in params:
       raise CheckpointMismatchError(f'no value for model state {".".join(map(str, path))}')
     leaves.append((path, var.replace(jax.numpy.asarray(params.pop(path)))))
+    if i % 64 == 63:
+      converted.release_freed_memory()
+  converted.release_freed_memory()
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 

@@ -19,6 +19,24 @@ FORMAT_VERSION = 1
 METADATA_FILE = 'jaxrestore.json'
 
 
+def release_freed_memory() -> None:
+  """Returns freed heap pages to the OS (glibc `malloc_trim`; a no-op elsewhere). Converting
+  thousands of tensors of a few MB each otherwise leaves every freed source buffer in the heap, and
+  a 4.4 GB conversion peaks at twice its size."""
+  global _MALLOC_TRIM
+  if _MALLOC_TRIM is None:
+    try:
+      import ctypes
+      _MALLOC_TRIM = ctypes.CDLL('libc.so.6').malloc_trim
+    except (OSError, AttributeError):
+      _MALLOC_TRIM = False
+  if _MALLOC_TRIM:
+    _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
 def is_converted_checkpoint(path) -> bool:
   return Path(path).is_dir() and (Path(path) / METADATA_FILE).is_file()
 
@@ -46,7 +64,12 @@ def save_converted(dst, params: dict[tuple, Any], *, architecture: str,
   staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
   try:
     num_params = int(sum(np.size(v) for v in params.values()))
-    flat = {format_path(p): jnp.asarray(params.pop(p)) for p in list(params)}
+    flat = {}
+    for i, p in enumerate(list(params)):
+      flat[format_path(p)] = jnp.asarray(params.pop(p))
+      if i % 64 == 63:
+        release_freed_memory()
+    release_freed_memory()
     checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(save_concurrent_gb=1, use_compression=False))
     checkpointer.save(staging / 'params', flat)
     meta = dict(format=FORMAT, format_version=FORMAT_VERSION, architecture=architecture,
@@ -99,7 +122,12 @@ def read_converted_params(path, expected: Mapping[tuple, tuple[tuple[int, ...], 
         parts.append(f'  {label} ({len(items)}): ' + ', '.join(items))
     raise CheckpointMismatchError('\n'.join(parts))
   restored = ocp.StandardCheckpointer().restore(path / 'params', target)
-  return {parse_path(k): np.asarray(v) for k, v in restored.items()}
+  out = {}
+  for i, k in enumerate(list(restored)):
+    out[parse_path(k)] = np.asarray(restored.pop(k))
+    if i % 64 == 63:
+      release_freed_memory()
+  return out
 
 
 def _jsonable(value):
