@@ -13,13 +13,17 @@ DEMO_PRESET = 'dncnn-gray-25'
 DEMO_SIGMA = 25
 
 
+def output_path(out_dir: str | Path) -> Path:
+  return Path(out_dir) / 'demo_dncnn_sigma25.png'
+
+
 def run_demo(out_dir: str | Path = 'demo_out', *, overwrite: bool = False) -> dict:
   import jaxrestore
-  from flax import nnx
   from jaxrestore.eval import metrics
+  from jaxrestore.eval.evaluator import Evaluator
 
   out_dir = Path(out_dir)
-  out_path = out_dir / 'demo_dncnn_sigma25.png'
+  out_path = output_path(out_dir)
   if out_path.exists() and not overwrite:
     raise FileExistsError(f'{out_path} exists; pass --overwrite to replace it')
   rgb = np.asarray(Image.open(DEMO_IMAGE).convert('RGB'))
@@ -28,7 +32,7 @@ def run_demo(out_dir: str | Path = 'demo_out', *, overwrite: bool = False) -> di
   noisy = (clean + rng.normal(0, DEMO_SIGMA / 255.0, clean.shape)).astype(np.float32)
 
   model = jaxrestore.load(DEMO_PRESET, pretrained=True)
-  restored = np.asarray(nnx.jit(lambda m, x: m(x))(model, noisy[None, :, :, None]))[0, :, :, 0]
+  restored = Evaluator(model).restore(noisy[:, :, None])[:, :, 0]  # the noisy input is not clipped
 
   to_u8 = lambda x: np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
   clean8, noisy8, restored8 = to_u8(clean), to_u8(noisy), to_u8(restored)

@@ -46,15 +46,12 @@ class Restorer:
     self.config = model.config
     self.mesh = mesh or data_mesh()
     self.dtype = jnp.dtype(dtype) if dtype is not None else jnp.dtype(jnp.float32)
-    graphdef, state = nnx.split(model)
-    # The arrays the weights were placed from (kept alive, so their ids stay unique): `is_current`
-    # tells whether the model still holds exactly these, e.g. not after `nnx.update`.
-    self._source_leaves = _state_leaves(model)
-    if self.dtype != jnp.float32:  # low-precision weights; norms and softmax still reduce in float32
-      state = jax.tree.map(lambda a: a.astype(self.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
+    graphdef, _ = nnx.split(model)
+    self.graphdef = graphdef
     replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+    self._replicated = replicated
     self.batch_sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec('data'))
-    self.state = jax.device_put(state, replicated)
+    self.place(model)
     self.traces = 0
 
     def forward(state, x):  # act_bhwc sharded along 'data'; weights replicated
@@ -63,6 +60,16 @@ class Restorer:
 
     self._forward = jax.jit(forward, in_shardings=(replicated, self.batch_sharding),
                             out_shardings=self.batch_sharding)
+
+  def place(self, model: nnx.Module) -> None:
+    """(Re)places the model's current weights; the compiled forward is kept."""
+    _, state = nnx.split(model)
+    # The arrays the weights were placed from (kept alive, so their ids stay unique): `is_current`
+    # tells whether the model still holds exactly these, e.g. not after `nnx.update`.
+    self._source_leaves = _state_leaves(model)
+    if self.dtype != jnp.float32:  # low-precision weights; norms and softmax still reduce in float32
+      state = jax.tree.map(lambda a: a.astype(self.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
+    self.state = jax.device_put(state, self._replicated)
 
   def is_current(self, model: nnx.Module) -> bool:
     leaves = _state_leaves(model)
@@ -86,12 +93,18 @@ def _state_leaves(model: nnx.Module) -> list:
 
 def get_restorer(model: nnx.Module, *, dtype=None, mesh=None) -> Restorer:
   """Cached per (model, dtype, mesh), so repeated calls reuse placed weights and compilations; a
-  model whose weights changed since (`nnx.update`, assignment) gets a fresh one."""
+  model whose weights changed since (`nnx.update`, assignment) has them placed anew, keeping the
+  compiled forward when its structure is unchanged."""
   key = (id(model), jnp.dtype(dtype or jnp.float32).name, id(mesh))
   restorer = _RESTORERS.get(key)
-  if restorer is None or restorer.model_ref() is not model or not restorer.is_current(model):
+  if restorer is None or restorer.model_ref() is not model:
     restorer = _RESTORERS[key] = Restorer(model, dtype=dtype, mesh=mesh)
     weakref.finalize(model, _RESTORERS.pop, key, None)
+  elif not restorer.is_current(model):
+    if nnx.split(model)[0] == restorer.graphdef:
+      restorer.place(model)
+    else:
+      restorer = _RESTORERS[key] = Restorer(model, dtype=dtype, mesh=mesh)
   return restorer
 
 
@@ -113,6 +126,12 @@ def to_float_image(image: np.ndarray) -> tuple[np.ndarray, str]:
   if np.issubdtype(image.dtype, np.floating):
     if not np.all(np.isfinite(image)):
       raise ValueError('image contains NaN or infinite values')
+    top = float(image.max())
+    if top > 1.0 + 1e-6:  # e.g. 0..255 data as float: the output would be clipped to white
+      import warnings
+      warnings.warn(f'restore: float image with values up to {top:.4g}; floats are expected in [0, 1] (divide '
+                    f'0..255 data by 255, or pass the uint8/uint16 array) and the output is clipped to [0, 1]',
+                    UserWarning, stacklevel=3)
     return image.astype(np.float32), 'float'
   raise ValueError(f'unsupported image dtype {image.dtype}; use float in [0, 1], uint8 or uint16')
 

@@ -75,6 +75,12 @@ def get_architecture(name: str) -> Architecture:
     raise ValueError(f'unknown architecture {name!r}; known: {", ".join(sorted(_ARCHITECTURES))}') from None
 
 
+def architecture_of(model) -> Architecture | None:
+  """The registered architecture whose module class built `model`."""
+  _discover()
+  return next((a for a in _ARCHITECTURES.values() if type(model) is a.model_cls), None)
+
+
 def get_preset(name: str) -> Preset:
   _discover()
   try:

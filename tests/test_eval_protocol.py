@@ -43,9 +43,10 @@ def test_csv_report(data_dir, tmp_path, monkeypatch, capsys):
   monkeypatch.setenv('JAXRESTORE_DATA', str(data_dir))
   assert cli.main(['eval', '--model', 'dncnn-gray-25', '--dataset', 'Set12', '--csv', str(tmp_path / 'r.csv')]) == 0
   rows = (tmp_path / 'r.csv').read_text().splitlines()
-  assert rows[0] == 'image,psnr,ssim' and len(rows) == 13 and rows[1].startswith('01.png,')
+  assert rows[0] == 'image,psnr,ssim' and len(rows) == 15 and rows[1].startswith('01.png,')
+  assert rows[13].startswith('mean,30.43') and rows[14].startswith('image_list_sha256,')
   out = capsys.readouterr().out
-  assert 'average: psnr' in out
+  assert 'average: psnr' in out and rows[14].split(',')[1] in out
 
 
 def test_json_report_is_never_overwritten(data_dir, tmp_path, monkeypatch, capsys):
@@ -77,20 +78,35 @@ def test_protocol_needs_its_task_parameters():
                     proto.Protocol(task='classical_sr', scale=2), lq_folder=proto.Path('/nonexistent'))
 
 
-def test_allinone_protocol_through_the_cli(data_dir, tmp_path, capsys):
-  """PromptIR's golden checkpoint under HAIR/PromptIR's own protocol, CLI vs the library call."""
-  import shutil
-  from flax import nnx
+def test_allinone_protocol_through_the_cli(data_dir, tmp_path, capsys, monkeypatch):
+  """PromptIR's golden checkpoint under HAIR/PromptIR's own protocol: the CLI prints the per-image
+  table, writes --json/--csv, honours --quiet, and its numbers are the library call's."""
+  from PIL import Image
   import jaxrestore
   from jaxrestore.eval import allinone
-  for name in ('kodim01.png', 'kodim02.png'):
-    shutil.copy(data_dir / 'testsets' / 'Kodak24' / name, tmp_path / name)
+  from jaxrestore.eval.evaluator import Evaluator
+  folder = tmp_path / 'set'
+  folder.mkdir()
+  for name in ('kodim01.png', 'kodim02.png'):  # small crops: the protocol crops them to 48x64 anyway
+    Image.open(data_dir / 'testsets' / 'Kodak24' / name).crop((0, 0, 70, 50)).save(folder / name)
   weights = data_dir / 'golden' / 'promptir_small.pth'
-  assert cli.main(['eval', '--weights', str(weights), '--protocol', 'allinone', '--task', 'denoise',
-                   '--noise', '15', '--dataset', str(tmp_path)]) == 0
-  printed = float(re.search(r'average: psnr (\d+\.\d+)', capsys.readouterr().out).group(1))
   model = jaxrestore.load(weights=weights)
-  forward = nnx.jit(lambda m, x: m(x))
-  direct = allinone.evaluate_allinone(lambda x: np.asarray(forward(model, x[None]))[0],
-                                      sorted(tmp_path.glob('*.png')), task='denoise', sigma=15)
+  monkeypatch.setattr(jaxrestore, 'load', lambda *args, **kwargs: model)  # one model, compiled once
+  args = ['eval', '--weights', str(weights), '--protocol', 'allinone', '--task', 'denoise', '--noise', '15',
+          '--dataset', str(folder)]
+  assert cli.main(args + ['--json', str(tmp_path / 'r.json'), '--csv', str(tmp_path / 'r.csv')]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].split() == ['image', 'psnr', 'ssim'] and lines[1].startswith('kodim01.png')
+  printed = float(re.search(r'average: psnr (\d+\.\d+)', lines[-1]).group(1))
+  direct = allinone.evaluate_allinone(Evaluator(model).restore, sorted(folder.glob('*.png')), task='denoise',
+                                      sigma=15)
   assert abs(printed - direct.mean()['psnr']) < 1e-4
+  report = json.loads((tmp_path / 'r.json').read_text())
+  assert report['scores']['psnr'] == pytest.approx(direct.psnr, abs=1e-9) and report['images'] == direct.names
+  assert report['protocol']['degradation'] == 'denoise' and len(report['image_list_sha256']) == 64
+  rows = (tmp_path / 'r.csv').read_text().splitlines()
+  assert rows[0] == 'image,psnr,ssim' and [r.split(',')[0] for r in rows[1:]] == [
+      'kodim01.png', 'kodim02.png', 'mean', 'image_list_sha256']
+  assert cli.main(args + ['--quiet']) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert len(out) == 2 and 'list sha256' in out[0] and 'average: psnr' in out[1]

@@ -90,7 +90,10 @@ def _families():
 @pytest.mark.parametrize('name', _families())
 def test_detection_recovers_every_swinir_preset(name):
   preset = jaxrestore.get_preset(name)
-  sd = TorchSwinIR(**preset.hyperparameters).state_dict()
+  config = swinir.SwinIRConfig(**preset.hyperparameters)
+  sd = TorchSwinIR(**swinir.ARCHITECTURE.torch_reference.kwargs(config)).state_dict()
+  if config.unshuffle:  # DiffBIR's layout: conv_first = Sequential(PixelUnshuffle, Conv2d)
+    sd = {k.replace('conv_first.', 'conv_first.1.'): v for k, v in sd.items()}
   arch, hp = detect_architecture(sd)
   assert arch.name == 'swinir'
   assert swinir.SwinIRConfig(**hp) == swinir.SwinIRConfig(**preset.hyperparameters)
@@ -178,7 +181,8 @@ def test_preset_weights_found_on_the_search_path(small_sr, tmp_path, monkeypatch
 
 def test_presets_cover_every_official_swinir_checkpoint():
   files = {p.checkpoint_file for p in jaxrestore.presets().values() if p.architecture == 'swinir'}
-  assert len(files) == 8 + 3 + 4 + 6 + 8  # classical, lightweight, real-world, denoising, JPEG
+  # classical, lightweight, real-world, denoising, JPEG; and DiffBIR's cleaner
+  assert len(files) == 8 + 3 + 4 + 6 + 8 + 1 and 'general_swinir_v1.ckpt' in files
   for scale in (2, 3, 4, 8):
     assert f'001_classicalSR_DF2K_s64w8_SwinIR-M_x{scale}.pth' in files
     assert f'001_classicalSR_DIV2K_s48w8_SwinIR-M_x{scale}.pth' in files

@@ -22,30 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrestore.eval.protocol import IMAGE_SUFFIXES
-
-# Shared-data folders (relative to $JAXRESTORE_DATA) known by name, with the mode they are read in.
-KNOWN_FOLDERS = {
-    'bsd400': ('trainsets/BSD400', 'L'),
-    'set12': ('testsets/Set12', 'L'),
-    'bsd68': ('testsets/BSD68', 'L'),
-    'cbsd68': ('testsets/CBSD68', 'RGB'),
-    'kodak24': ('testsets/Kodak24', 'RGB'),
-    'mcmaster': ('testsets/McMaster', 'RGB'),
-    'classic5': ('testsets/Classic5', 'L'),
-    'live1': ('testsets/LIVE1', 'RGB'),
-    'set14': ('testsets/Set14', 'RGB'),
-    'set5': ('testsets/Set5/HR', 'RGB'),
-}
-
-
-def data_root() -> Path:
-  """The folder named by $JAXRESTORE_DATA (holding testsets/ and trainsets/)."""
-  env = os.environ.get('JAXRESTORE_DATA')
-  if not env:
-    raise FileNotFoundError('datasets are looked up under $JAXRESTORE_DATA, which is not set; set it to the '
-                            'folder holding testsets/ and trainsets/, or give the folder itself')
-  return Path(env).expanduser()
+from jaxrestore.datasets import KNOWN_FOLDERS, data_root, list_images  # noqa: F401  (re-exported)
 
 
 def default_tfds_dir() -> Path:
@@ -64,15 +41,6 @@ def resolve_folder(dataset: str | None, folder: str | None, mode: str | None) ->
     return data_root() / rel, mode or known_mode, key
   path = Path(folder).expanduser()
   return path, mode or 'RGB', (dataset or path.name).lower()
-
-
-def list_images(folder: Path) -> list[Path]:
-  if not folder.is_dir():
-    raise FileNotFoundError(f'image folder {folder} does not exist')
-  files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-  if not files:
-    raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {folder}')
-  return files
 
 
 def _fingerprint(*folders: Path) -> str:

@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from PIL import Image
+
+from jaxrestore import imageio
 
 TASKS = ('denoise', 'derain', 'dehaze')
 SSIM_WINDOW = 7
@@ -60,7 +61,8 @@ def crop_img(image: np.ndarray, base: int = 16) -> np.ndarray:
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-  with Image.open(path) as im:
+  """`Image.open(path).convert('RGB')`; a file that cannot be read is one ImageReadError naming it."""
+  with imageio.open_image(path) as im:
     return np.array(im.convert('RGB'))
 
 
@@ -182,6 +184,10 @@ class AllInOneResult:
   names: list[str]
   psnr: list[float]
   ssim: list[float]
+
+  @property
+  def scores(self) -> dict[str, list[float]]:
+    return {'psnr': self.psnr, 'ssim': self.ssim}
 
   def mean(self) -> dict[str, float]:
     return {'psnr': float(np.mean(self.psnr)), 'ssim': float(np.mean(self.ssim))}

@@ -158,6 +158,9 @@ class Architecture:
   torch_reference: TorchReference | None = None
   # state dict -> reasons it is not this architecture although the signature is present.
   rejects: Callable[[Mapping[str, Any]], list[str]] | None = None
+  # For a component that is not image-to-image by itself (a latent denoiser): the name of the
+  # `jaxrestore.pipelines` pipeline that restores images with it; `restore`/`eval` point users there.
+  pipeline: str | None = None
   description: str = ''
 
   REQUIRED_CONFIG: ClassVar[tuple[str, ...]] = ('in_chans', 'out_chans', 'scale', 'size_multiple', 'min_size',

@@ -812,7 +812,7 @@ OFFICIAL = dict(input_size=128, patch_size=2, in_channels=4, hidden_size=1152, d
 def presets() -> list[Preset]:
   return [Preset(
       name='dreamclear-1024', architecture='dreamclear', hyperparameters=dict(OFFICIAL),
-      task='real_sr_diffusion', channels=4,
+      task='real_sr', channels=4,
       checkpoint_file='DreamClear-1024.pth', checkpoint_key='state_dict',
       weights_url='https://huggingface.co/shallowdream204/DreamClear/blob/main/DreamClear-1024.pth',
       weights_license='Apache-2.0 (shallowdream204/DreamClear)',
@@ -838,6 +838,6 @@ SHARDING_RULES = (
 ARCHITECTURE = Architecture(
     name='dreamclear', config_cls=DreamClearConfig, model_cls=DreamClear, torch_params=TORCH_PARAMS,
     signature=SIGNATURE_KEYS, hyperparameters_from_state_dict=hyperparameters_from_state_dict,
-    presets=presets, sharding_rules=SHARDING_RULES, torch_reference=None,
+    presets=presets, sharding_rules=SHARDING_RULES, torch_reference=None, pipeline='dreamclear',
     description='DreamClear (Ai et al., NeurIPS 2024): PixArt-alpha DiT denoiser with dual ControlFormer '
                 'and a mixture of adaptive modulators (latent diffusion restoration)')

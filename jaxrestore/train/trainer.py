@@ -55,20 +55,20 @@ def maybe_initialize_distributed(cfg) -> None:
 def resolve_model(model_cfg):
   """(architecture, model config) from {'preset', 'architecture', 'hyperparameters'}; fails clearly
   for an architecture this jaxrestore does not have (e.g. a recipe written ahead of its model)."""
-  from jaxrestore.api import _make_config, get_preset
-  from jaxrestore.registry import ARCHITECTURES
+  from jaxrestore.registry import architectures, get_preset
   preset = get_preset(model_cfg['preset']) if model_cfg.get('preset') else None
   name = model_cfg.get('architecture') or (preset.architecture if preset else None)
   if name is None:
     raise ValueError('model: give a preset or an architecture')
-  if name not in ARCHITECTURES:
+  known = architectures()
+  if name not in known:
     raise ValueError(f'architecture {name!r} is not available in this jaxrestore (known: '
-                     f'{", ".join(sorted(ARCHITECTURES))}); this recipe needs the {name} model, '
+                     f'{", ".join(sorted(known))}); this recipe needs the {name} model, '
                      f'which is not ported yet')
-  arch = ARCHITECTURES[name]
+  arch = known[name]
   hp = {**(preset.hyperparameters if preset else {}), **dict(model_cfg.get('hyperparameters') or {})}
   hp = {k: tuple(v) if isinstance(v, list) else v for k, v in hp.items()}
-  return arch, _make_config(arch, hp)
+  return arch, arch.make_config(hp)
 
 
 def _float_cast(tree, dtype):
@@ -113,7 +113,13 @@ def build(config) -> Setup:
     warnings.warn('the model has BatchNorm layers; they are trained in inference mode (frozen running '
                   'statistics). Prefer a configuration without BatchNorm (e.g. DnCNN batch_norm=False).')
   abstract_state = jax.eval_shape(lambda: _init_state(arch, model_config, tx, config, None))
-  state_shardings = sharding.shardings(abstract_state, config.get('sharding', 'replicated'), mesh)
+  rules = config.get('sharding', 'replicated')
+  state_shardings = sharding.shardings(abstract_state, rules, mesh, arch.sharding_rules)
+  if rules != 'replicated':
+    whole = sharding.replicated_large(abstract_state, rules, mesh, arch.sharding_rules)
+    if whole:
+      warnings.warn(f'sharding {rules!r} leaves {len(whole)} large arrays whole on every device (no axis '
+                    f'divides the mesh): {", ".join(whole[:5])}{" ..." if len(whole) > 5 else ""}')
   return Setup(config, arch, model_config, graphdef, mesh, tx, schedule, losses.make_loss(config.loss),
                int(global_batch), abstract_state, state_shardings, sharding.batch_sharding(mesh))
 
@@ -303,38 +309,37 @@ def read_metrics(workdir) -> list[dict]:
 
 # ----- validation and export -------------------------------------------------------------------------
 
-def resolve_eval_folder(name: str) -> Path:
-  from jaxrestore.data.tfds_builders import KNOWN_FOLDERS, data_root
-  path = Path(name).expanduser()
-  if path.is_dir():
-    return path
-  if name.lower() in KNOWN_FOLDERS:
-    return data_root() / KNOWN_FOLDERS[name.lower()][0]
-  candidate = data_root() / 'testsets' / name
-  if candidate.is_dir():
-    return candidate
-  raise FileNotFoundError(f'validation set {name!r} is neither a folder nor a test set under {data_root()}')
+def resolve_eval_folder(name: str, root: str | None = None) -> Path:
+  """A validation set by folder or name ($JAXRESTORE_DATA or `root`; see jaxrestore.datasets)."""
+  from jaxrestore import datasets
+  return datasets.resolve(name, root)
 
 
 def make_validator(setup: Setup) -> Callable | None:
-  """host params -> {'val/psnr': ..., ...} through jaxrestore.eval (the official protocol)."""
+  """host params -> {'val/psnr': ..., ...}: the official protocol of the task (jaxrestore.eval), run by
+  the one evaluator on the inference engine. One model object is updated in place, so the test set is
+  read and checked once."""
   ecfg = setup.config.get('eval') or {}
   if not ecfg.get('every') or not ecfg.get('dataset'):
     return None
-  from jaxrestore.eval.protocol import Protocol, evaluate, list_images
-  images = list_images(resolve_eval_folder(ecfg['dataset']))
-  if ecfg.get('max_images'):
-    images = images[:int(ecfg['max_images'])]
-  window = getattr(setup.model_config, 'window_size', None) if setup.arch.name == 'swinir' else None
-  protocol = Protocol(task=ecfg['task'], noise_level=ecfg.get('noise_level'),
-                      jpeg_quality=ecfg.get('jpeg_quality'), window=window)
-  device = jax.local_devices()[0]
-  graphdef = setup.graphdef
-  apply = jax.jit(lambda p, ms, x: (nnx.merge(graphdef, p, ms) if ms is not None else nnx.merge(graphdef, p))(x))
+  from jaxrestore.eval.evaluator import Evaluator, prepare_test_set
+  from jaxrestore.eval.protocol import Protocol
+  protocol = Protocol(task=ecfg['task'], noise_level=ecfg.get('noise_level'), jpeg_quality=ecfg.get('jpeg_quality'),
+                      scale=setup.model_config.scale, border=int(ecfg.get('border', 0) or 0),
+                      window=setup.model_config.eval_pad_multiple)
+  folder = resolve_eval_folder(ecfg['dataset'], ecfg.get('data_root'))
+  test_set = prepare_test_set(protocol, dataset=folder, lq=ecfg.get('lq') and Path(ecfg['lq']),
+                              gt=ecfg.get('gt') and Path(ecfg['gt']), limit=ecfg.get('max_images'))
+  graphdef, state = setup.graphdef, {}
 
   def validate(params, model_state) -> dict:
-    params, model_state = jax.device_put((params, model_state), device)
-    result = evaluate(lambda x: np.asarray(apply(params, model_state, jnp.asarray(x)[None]))[0], images, protocol)
+    parts = (params,) if model_state is None else (params, model_state)
+    if 'model' not in state:
+      state['model'] = nnx.merge(graphdef, *parts)
+      state['evaluator'] = Evaluator(state['model'])
+    else:
+      nnx.update(state['model'], *parts)
+    result = state['evaluator'].evaluate(test_set, protocol)
     return {f'val/{k}': v for k, v in result.mean().items()}
 
   return validate
@@ -350,7 +355,6 @@ def host_params(setup: Setup, state, which: str = 'ema'):
 
 def export(setup: Setup, params, model_state, dst, *, step: int, which: str, **provenance) -> Path:
   """A converted checkpoint directory that `jaxrestore.load(weights=dst)` reads."""
-  from jaxrestore.api import hyperparameters_of
   from jaxrestore.convert.checkpoint import save_converted
   flat = {}
   for tree in (params, model_state):
@@ -359,7 +363,7 @@ def export(setup: Setup, params, model_state, dst, *, step: int, which: str, **p
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
       flat[tuple(k.key for k in path)] = np.asarray(leaf)
   return save_converted(dst, flat, architecture=setup.arch.name,
-                        hyperparameters=hyperparameters_of(setup.model_config), overwrite=True,
+                        hyperparameters=setup.model_config.hyperparameters(), overwrite=True,
                         source='jaxrestore train', recipe=str(setup.config.get('recipe')), step=int(step),
                         weights=which, **provenance)
 
