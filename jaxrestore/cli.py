@@ -260,15 +260,19 @@ def _cmd_bench(args) -> int:
   sizes = (32,) if args.smoke else args.sizes
   batches = (1,) if args.smoke else args.batches
   repeats = 1 if args.smoke else args.repeats
-  print(f'jaxrestore bench on {bench.machine_line()} (median of {repeats}, forward only, random weights)')
+  rounds = 1 if args.smoke else args.rounds
+  print(f'jaxrestore bench on {bench.machine_line()} (median of {repeats} runs'
+        + (f', median over {rounds} alternating JAX/PyTorch rounds' if rounds > 1 else '')
+        + ', forward only, random weights)')
   try:
-    rows = bench.run_bench(presets, sizes, batches, repeats, args.dtype,
+    rows = bench.run_bench(presets, sizes, batches, repeats, args.dtype, rounds=rounds,
                            frameworks=('jax',) if args.jax_only else ('jax', 'torch'))
   except KeyboardInterrupt:
     print('jaxrestore bench: interrupted; no table printed' + (f', nothing written to {json_path}' if json_path else ''),
           file=sys.stderr)
     return EXIT_INTERRUPTED
   print(bench.format_table(rows))
+  print(f'load average after: {bench.load_average()}')
   if json_path is not None:
     from jaxrestore.eval.evaluator import write_json
     write_json(json_path, {'machine': bench.machine_line(), 'rows': rows})
@@ -755,6 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--sizes', type=_int_list, default=(128, 256), help='square input sizes, comma-separated')
   p.add_argument('--batches', type=_int_list, default=(1, 8), help='batch sizes, comma-separated')
   p.add_argument('--repeats', type=_number(int, 1), default=3)
+  p.add_argument('--rounds', type=_number(int, 1), default=1,
+                 help='fresh JAX and PyTorch processes alternate this many times; the median is reported')
   p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'])
   p.add_argument('--jax-only', action='store_true', help='skip the PyTorch rows')
   p.add_argument('--smoke', action='store_true', help='tiny sizes, one repeat: checks the pipeline only')
