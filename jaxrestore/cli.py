@@ -326,7 +326,8 @@ _DTYPES = {'fp32': None, 'float32': None, 'bf16': 'bfloat16', 'bfloat16': 'bfloa
 def _refuse_pipeline_component(command: str, arch) -> None:
   if arch is not None and arch.pipeline is not None:
     raise UsageError(f'{arch.name} is a component of the {arch.pipeline!r} pipeline (it works on latents, not '
-                     f'images); {command} images with `--model {arch.pipeline}`')
+                     f'images): restore images with `jaxrestore restore --model {arch.pipeline} --weights-dir DIR`'
+                     + ('; `eval` does not run pipelines yet' if command == 'eval' else ''))
 
 
 def _load_model(command: str, args, *, pretrained: bool = True, **hyperparameters):
@@ -361,11 +362,24 @@ def _cmd_restore(args) -> int:
   from jaxrestore import inference
   from jaxrestore.imageio import read_image, write_image
 
+  from jaxrestore.pipelines import PIPELINES
+  if args.overwrite and args.skip_existing:
+    raise UsageError('--overwrite and --skip-existing contradict each other; pass one')
+  if args.model in PIPELINES:  # a multi-component restorer (e.g. DreamClear): its own loop and options
+    for flag, value, default in (('--tile', args.tile, 256), ('--overlap', args.overlap, None),
+                                 ('--batch-size', args.batch_size, None), ('--weights', args.weights, None)):
+      if value != default:
+        raise UsageError(f'{flag} does not apply to --model {args.model} (a pipeline; see --weights-dir and its '
+                         f'tiling options)')
+    out_dir = check_output_folder(args.output, '-o/--output')
+    inputs, failures = _expand_inputs(args.inputs)
+    for f in failures:
+      print(f'jaxrestore restore: error: {f}', file=sys.stderr)
+    code = PIPELINES[args.model].run(args, inputs, out_dir)
+    return EXIT_FAILED if failures and code == EXIT_OK else code
   if args.model is None and args.weights is None:
     raise UsageError('restore needs --model PRESET, or --weights PATH to a self-describing checkpoint '
                      '(a converted folder or an official PyTorch file)')
-  if args.overwrite and args.skip_existing:
-    raise UsageError('--overwrite and --skip-existing contradict each other; pass one')
   if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
     raise UsageError(f'--suffix {args.suffix!r}: may not contain a path separator')
   tile = args.tile or None
@@ -383,7 +397,7 @@ def _cmd_restore(args) -> int:
   if tile is not None and (tile % multiple or tile < minimum):
     need = f'a multiple of {multiple} of at least {max(minimum, multiple)}' if multiple > 1 else f'at least {minimum}'
     raise UsageError(f'--tile {tile}: this model needs tiles of {need} pixels (or 0: whole images)')
-  dtype = jnp.bfloat16 if _DTYPES[args.dtype] else None
+  dtype = jnp.bfloat16 if _DTYPES.get(args.dtype) else None
 
   inputs, failures = _expand_inputs(args.inputs)
   for f in failures:
@@ -742,7 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--overlap', type=_number(int, 0), default=None, help='overlap between tiles (default 32)')
   p.add_argument('--batch-size', type=_number(int, 1), default=None,
                  help='tiles per step, spread over all devices (default: 1 per CPU, 8 per accelerator)')
-  p.add_argument('--dtype', default='fp32', choices=['fp32', 'float32', 'bf16', 'bfloat16'])
+  p.add_argument('--dtype', default=None, choices=['fp32', 'float32', 'bf16', 'bfloat16'],
+                 help='compute dtype (default: float32; bfloat16 for pipelines such as dreamclear)')
   p.add_argument('--format', default='png', choices=['png', 'tif', 'tiff', 'bmp', 'webp', 'jpg', 'jpeg'],
                  help='output format (default png)')
   p.add_argument('--suffix', default='', help='appended to output file stems')
@@ -752,6 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
   existing.add_argument('--skip-existing', action='store_true',
                         help='leave inputs whose output exists alone (resumes an interrupted batch)')
   p.add_argument('--quiet', action='store_true', help='errors only: no per-image lines, no progress')
+  from jaxrestore.pipelines import PIPELINES
+  for pipeline in PIPELINES.values():  # e.g. --weights-dir --prompt --steps --cfg --seed for dreamclear
+    pipeline.add_arguments(p)
   p.set_defaults(func=_cmd_restore)
 
   p = sub.add_parser('bench', help='throughput and peak memory, JAX vs PyTorch, in one run')

@@ -57,6 +57,17 @@ class Rule:
     return None if m is None else m.expand(self.target)
 
 
+def count_children(state_dict: Mapping[str, Any], prefix: str) -> int:
+  """Number of consecutive integer children `prefix.{0,1,...}.` among a state dict's keys (the
+  depth of an nn.Sequential / nn.ModuleList)."""
+  pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
+  found = {int(m.group(1)) for k in state_dict for m in [pattern.match(k)] if m}
+  n = 0
+  while n in found:
+    n += 1
+  return n
+
+
 def parse_path(dotted: str) -> Path:
   return tuple(int(p) if p.isdigit() else p for p in dotted.split('.'))
 

@@ -1,9 +1,7 @@
 """AutoencoderKL (the SD VAE) parity against diffusers' PyTorch `AutoencoderKL`, loading, tiling."""
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -17,19 +15,9 @@ from jaxrestore.models import autoencoder_kl as ak
 from torch_reference import float64_error_bound, randomize_, state_dict_numpy
 
 
-@contextlib.contextmanager
-def no_torchvision():
-  """Hides tests/shims/torchvision (a stand-in that only lets spandrel import) from diffusers and
-  transformers, which would take it for a real torchvision: a None entry in sys.modules makes
-  importlib.util.find_spec answer None and `import torchvision` fail, as without the package."""
-  saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split('.')[0] == 'torchvision'}
-  sys.modules['torchvision'] = None
-  try:
-    yield
-  finally:
-    del sys.modules['torchvision']
-    sys.modules.update(saved)
 
+
+from torch_reference import no_torchvision  # noqa: E402
 
 with no_torchvision():
   from diffusers import AutoencoderKL as TorchAutoencoderKL

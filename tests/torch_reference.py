@@ -1,6 +1,9 @@
 """Helpers for parity tests against PyTorch reference implementations (spandrel)."""
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import numpy as np
 import torch
 
@@ -85,3 +88,17 @@ def run_golden_float64(weights, x_nchw: np.ndarray) -> np.ndarray:
   with jax.enable_x64(True):
     model = jaxrestore.load(weights=weights, param_dtype=jnp.float64, attention='float64-test')
     return run_jax_nchw(model, x_nchw.astype(np.float64))
+
+
+@contextlib.contextmanager
+def no_torchvision():
+  """Hides tests/shims/torchvision (a stand-in that only lets spandrel import) from diffusers and
+  transformers, which would take it for a real torchvision: a None entry in sys.modules makes
+  importlib.util.find_spec answer None and `import torchvision` fail, as without the package."""
+  saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split('.')[0] == 'torchvision'}
+  sys.modules['torchvision'] = None
+  try:
+    yield
+  finally:
+    del sys.modules['torchvision']
+    sys.modules.update(saved)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 from typing import Any
 
 import jax
@@ -40,7 +39,8 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from jaxrestore import layers
-from jaxrestore.mapping import CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio, linear_oi_to_io
+from jaxrestore.mapping import (CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio,
+                                count_children, linear_oi_to_io)
 from jaxrestore.models.base import Architecture, ModelConfig, Preset, runtime_field
 
 OFFICIAL_HEAD_DIM = 72   # PixArt-XL: 1152 / 16 heads
@@ -772,15 +772,6 @@ def torch_state_dict_shapes(cfg: DreamClearConfig) -> dict[str, tuple[int, ...]]
   return shapes
 
 
-def _count(state_dict, prefix: str) -> int:
-  pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
-  found = {int(m.group(1)) for k in state_dict for m in [pattern.match(k)] if m}
-  n = 0
-  while n in found:
-    n += 1
-  return n
-
-
 def hyperparameters_from_state_dict(sd) -> dict:
   """Widths, depths and token counts from the shapes. The head count is not stored: it is left to
   the config (hidden_size // 72 unless num_heads is given); lewei_scale is DreamClear's 2.0."""
@@ -792,10 +783,10 @@ def hyperparameters_from_state_dict(sd) -> dict:
   tokens, caption_channels = shape('base_model.y_embedder.y_embedding')
   hp: dict[str, Any] = dict(
       patch_size=patch, in_channels=in_channels, hidden_size=hidden,
-      depth=_count(sd, 'base_model.blocks'), copy_blocks_num=_count(sd, 'controlnet_lq'),
+      depth=count_children(sd, 'base_model.blocks'), copy_blocks_num=count_children(sd, 'controlnet_lq'),
       mlp_ratio=shape('base_model.blocks.0.mlp.fc1.weight')[0] / hidden,
       pred_sigma=out_channels == 2 * in_channels, caption_channels=caption_channels,
-      model_max_length=tokens, num_experts=_count(sd, 'am_lq.0.experts'))
+      model_max_length=tokens, num_experts=count_children(sd, 'am_lq.0.experts'))
   if 'base_model.pos_embed' in sd:   # (1, (input_size / patch)^2, D): the training latent size
     side = int(round(math.sqrt(shape('base_model.pos_embed')[1])))
     hp['input_size'] = side * patch

@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from jaxrestore import layers
-from jaxrestore.mapping import ParamMap, Rule, linear_oi_to_io
+from jaxrestore.mapping import ParamMap, Rule, count_children, linear_oi_to_io
 from jaxrestore.models.base import Architecture, Preset
 from jaxrestore.models import restormer
 from jaxrestore.models.restormer import (ChannelLayerNorm, Downsample, OverlapPatchEmbed, Upsample,
@@ -337,7 +337,7 @@ SIGNATURE_KEYS = ('patch_embed.proj.weight', 'latent.kernel_box', 'latent.blocks
 def hyperparameters_from_state_dict(sd) -> dict:
   """Recovers the constructor arguments of an official HAIR checkpoint from keys and shapes."""
   hp = restormer.unet_hyperparameters(sd, latent_prefix='latent.blocks')
-  hp['num_refinement_blocks'] = restormer.count_children(sd, 'refinement.blocks')
+  hp['num_refinement_blocks'] = count_children(sd, 'refinement.blocks')
   return hp
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from typing import Any
 
 import jax
@@ -29,7 +28,7 @@ from flax import nnx
 
 from jaxrestore import kernels
 from jaxrestore import layers
-from jaxrestore.mapping import CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio
+from jaxrestore.mapping import CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio, count_children
 from jaxrestore.models.base import Architecture, ModelConfig, Preset, TorchReference, runtime_field
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
@@ -312,16 +311,6 @@ SIGNATURE_KEYS = (
     'up4_3.body.0.weight', 'reduce_chan_level3.weight', 'decoder_level3.0.attn.temperature',
     'refinement.0.attn.temperature', 'output.weight',
 )
-def count_children(sd, prefix: str) -> int:
-  """Number of consecutive integer children `prefix.{0,1,...}.` present in the keys."""
-  pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
-  found = {int(m.group(1)) for k in sd for m in [pattern.match(k)] if m}
-  n = 0
-  while n in found:
-    n += 1
-  return n
-
-
 def shape_of(sd, key: str) -> tuple[int, ...]:
   return tuple(int(s) for s in np.shape(sd[key]))
 

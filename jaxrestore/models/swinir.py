@@ -21,7 +21,8 @@ from flax import nnx
 
 from jaxrestore import kernels
 from jaxrestore import layers
-from jaxrestore.mapping import CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio, linear_oi_to_io
+from jaxrestore.mapping import (CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio,
+                                count_children, linear_oi_to_io)
 from jaxrestore.models.base import Architecture, ModelConfig, Preset, TorchReference, runtime_field
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -424,16 +425,6 @@ _BODY_KEYS = (
 SIGNATURE_KEYS = (('conv_first.weight',) + _BODY_KEYS, ('conv_first.1.weight',) + _BODY_KEYS)
 
 
-def _count(state_dict, prefix: str) -> int:
-  """Number of consecutive integer children `prefix.{0,1,...}` present in the keys."""
-  pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
-  found = {int(m.group(1)) for k in state_dict for m in [pattern.match(k)] if m}
-  n = 0
-  while n in found:
-    n += 1
-  return n
-
-
 def hyperparameters_from_state_dict(sd) -> dict:
   """Recovers the constructor arguments of an official SwinIR checkpoint from keys and shapes."""
   if 'absolute_pos_embed' in sd:
@@ -441,8 +432,8 @@ def hyperparameters_from_state_dict(sd) -> dict:
   shape = lambda k: tuple(np.shape(sd[k]))
   first = 'conv_first.weight' if 'conv_first.weight' in sd else 'conv_first.1.weight'
   embed_dim, in_chans = shape(first)[:2]
-  num_layers = _count(sd, 'layers')
-  depths = tuple(_count(sd, f'layers.{i}.residual_group.blocks') for i in range(num_layers))
+  num_layers = count_children(sd, 'layers')
+  depths = tuple(count_children(sd, f'layers.{i}.residual_group.blocks') for i in range(num_layers))
   num_heads = tuple(shape(f'layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table')[1]
                     for i in range(num_layers))
   table = shape('layers.0.residual_group.blocks.0.attn.relative_position_bias_table')[0]
