@@ -121,6 +121,21 @@ def test_a_registered_architecture_is_listed_detected_loaded_converted_and_resto
   with pytest.raises(ValueError, match='multiples of 4'):
     strict(jnp.zeros((1, 13, 18, 1)))
 
+  # The evaluator scores it with its preset's protocol (gray denoising, sigma 25), through the engine.
+  from PIL import Image
+  from jaxrestore.eval import protocol as proto
+  from jaxrestore.eval.evaluator import Evaluator
+  folder = tmp_path / 'set'
+  folder.mkdir()
+  rng = np.random.default_rng(2)
+  for i in range(2):
+    Image.fromarray((rng.random((21, 26)) * 255).astype(np.uint8)).save(folder / f'{i}.png')
+  protocol = proto.protocol_for(jaxrestore.get_preset('toy-gray-dn25'), model.config)
+  evaluator = Evaluator(model)
+  result = evaluator.evaluate(evaluator.prepare(protocol, dataset=folder), protocol)
+  assert result.names == ['0.png', '1.png'] and all(np.isfinite(v) for v in result.mean().values())
+  assert set(result.mean()) >= {'psnr', 'ssim'}
+
 
 def test_runtime_fields_are_never_stored_in_a_converted_checkpoint(toy, tmp_path):
   np.savez(tmp_path / 'toy.npz', **_torch_state_dict())
