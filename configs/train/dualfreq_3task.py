@@ -12,9 +12,8 @@ rain and haze — no downloads), `tiny` (a handful of steps, for CI), `ablation=
 """
 from __future__ import annotations
 
-from . import base_config, parse_arg
+from . import hair_3deg, parse_arg
 
-STEPS_PER_EPOCH = 1_200   # as hair_3deg: ~38k patches per epoch / batch 32
 SYNTHETIC = {  # on-the-fly stand-ins for the paired sets, used by the cpu/tiny variants
     'rain': dict(kind='rain'),
     'haze': dict(kind='haze'),
@@ -41,20 +40,10 @@ def noise_source() -> dict:
 
 def get_config(arg=None, tasks=('rain100l', 'ots')):
   a = parse_arg(arg, cpu=False, tiny=False, steps=0, ablation='none')
-  c = base_config()
+  c = hair_3deg.get_config()  # the same patches, batch, optimizer, schedule, loss and evaluation
   c.model = model_config('dualfreq-base', a.ablation)
   c.data.sources = [noise_source()] + [paired(t) for t in tasks]
-  c.data.patch_size = 128
-  c.data.batch_size = 32
-  c.loss = dict(l1=1.0)
-  c.optimizer = dict(name='adamw', lr=2e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip_norm=None)
-  c.total_steps = 150 * STEPS_PER_EPOCH
-  c.schedule = dict(kind='cosine', warmup_steps=15 * STEPS_PER_EPOCH, warmup_init=0.0, end_value=0.0)
-  c.ema_decay = 0.0
   c.sharding = 'fsdp_tp'
-  c.checkpoint = dict(every=5_000, keep=3, async_save=True)
-  c.log_every = 100
-  c.eval = dict(every=10_000, dataset='CBSD68', task='color_dn', noise_level=25, max_images=None, use_ema=False)
   if a.cpu or a.tiny:
     synthetic = ['rain', 'haze'] if len(tasks) == 2 else ['rain', 'haze', 'blur', 'low_light']
     c.model = model_config('dualfreq-small', a.ablation)
