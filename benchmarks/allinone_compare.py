@@ -3,7 +3,7 @@ ablations), trained here with the same data, steps, batch, optimizer and schedul
 parameter count (within 10 %), then scored on the same pinned test inputs.
 
     python benchmarks/allinone_compare.py prepare --out runs/aio/testsets
-    python benchmarks/allinone_compare.py train --model dualfreq --out runs/aio [--steps 1500]
+    python benchmarks/allinone_compare.py train --model dualfreq --out runs/aio [--steps 300]
     python benchmarks/allinone_compare.py train --model hair --out runs/aio        # ... promptir, restormer,
                                                                                    # dualfreq-no-prior, dualfreq-no-bands
     python benchmarks/allinone_compare.py evaluate --out runs/aio                  # table (markdown + JSON)
@@ -15,7 +15,8 @@ q 10-40 and frequency-shaped (coloured) noise — the mixture of `dualfreq_5task
 
 Test inputs (`prepare`): CBSD68 at sigma 15/25/50 (the all-in-one protocol's clipped, truncated
 uint8 noise from one RandomState(0) stream); Rain100H real pairs (zero-shot from synthetic rain);
-seeded synthetic haze, blur, low light and coloured noise on Kodak24 and McMaster. Every generated
+seeded synthetic haze, blur, low light and coloured noise on the centre 256x256 crops of Kodak24 and
+McMaster (crops keep the whole evaluation of one model under ~30 CPU-minutes here). Every generated
 input is written as PNG and its sha256 goes into `manifest.json`, so the set is pinned. Scores are
 the all-in-one protocol's (RGB, float output clamped, scikit-image-style PSNR/SSIM). Nothing here
 is tuned on the test sets: the recipe, sizes and steps are fixed before any score is seen.
@@ -47,6 +48,16 @@ MODELS = {
     'restormer': dict(architecture='restormer', hyperparameters=dict(
         inp_channels=3, out_channels=3, dim=48, num_blocks=[2, 3, 3, 5], num_refinement_blocks=2)),
 }
+def param_count(spec: dict) -> int:
+  """Parameters of a comparison model (abstract: nothing is allocated)."""
+  import jax
+  from flax import nnx
+  from jaxrestore.train.trainer import resolve_model
+  arch, config = resolve_model(spec)
+  model = nnx.eval_shape(lambda: arch.model_cls(config, rngs=nnx.Rngs(0)))
+  return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
 SYNTHETIC_TASKS = {  # name: (degradation spec, test folders)
     'haze': (dict(kind='haze'), ('Kodak24', 'McMaster')),
     'blur': (dict(kind='mixture', components=[dict(kind='gaussian_blur'), dict(kind='motion_blur')]),
@@ -54,6 +65,21 @@ SYNTHETIC_TASKS = {  # name: (degradation spec, test folders)
     'low_light': (dict(kind='low_light'), ('Kodak24', 'McMaster')),
     'colored_noise': (dict(kind='colored', sigma=25.0, exponent=[1.0, 2.0]), ('Kodak24', 'McMaster')),
 }
+
+
+SYNTHETIC_CROP = 256  # the synthetic sets use the centre 256x256 of each image (CPU evaluation budget)
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+  h, w = image.shape[:2]
+  if h < size or w < size:
+    raise ValueError(f'test image of {h}x{w} is smaller than the {size}x{size} crop')
+  top, left = (h - size) // 2, (w - size) // 2
+  return image[top:top + size, left:left + size]
+
+
+SET_ORDER = ['cbsd68_sigma15', 'cbsd68_sigma25', 'cbsd68_sigma50', 'rain100h'] + [
+    f'{task}_{folder.lower()}' for task, (_, folders) in SYNTHETIC_TASKS.items() for folder in folders]
 
 
 def data_root() -> Path:
@@ -80,7 +106,7 @@ def prepare(out: Path) -> dict:
   if out.exists():
     sys.exit(f'{out} exists; remove it or choose another --out (inputs are never overwritten)')
   root = data_root()
-  manifest: dict = {'sets': {}}
+  manifest: dict = {'sets': {}, 'synthetic_crop': SYNTHETIC_CROP}
   rng = np.random.RandomState(0)  # the all-in-one protocol: one stream across sigma 15, 25, 50
   images = sorted((root / 'testsets' / 'CBSD68').glob('*.png'))
   for sigma in (15, 25, 50):
@@ -101,7 +127,7 @@ def prepare(out: Path) -> dict:
     for folder in folders:
       name, files = f'{task}_{folder.lower()}', {}
       for i, p in enumerate(sorted((root / 'testsets' / folder).glob('*'))):
-        clean = allinone.crop_img(allinone.read_rgb(p))
+        clean = center_crop(allinone.read_rgb(p), SYNTHETIC_CROP)
         seed = int.from_bytes(hashlib.sha256(f'{name}/{p.name}'.encode()).digest()[:4], 'little')
         lq = degrade(clean.astype(np.float32) / 255, np.random.default_rng(seed))
         lq = np.clip(np.round(lq * 255), 0, 255).astype(np.uint8)
@@ -136,50 +162,139 @@ def train(model_name: str, out: Path, steps: int, seed: int) -> dict:
   summary.update(model=model_name, wall_minutes=(time.time() - t0) / 60,
                  process_cpu_minutes=(time.process_time() - cpu0) / 60,
                  load_average=os.getloadavg(), steps=steps, seed=seed)
+  store_half(Path(summary['export']), workdir / 'weights', model=model_name, steps=steps, seed=seed,
+             train_wall_minutes=round(summary['wall_minutes'], 1),
+             train_process_cpu_minutes=round(summary['process_cpu_minutes'], 1),
+             data='trainsets/BSDS500_test200 (colour), degradations of dualfreq_5task:cpu + JPEG q10-40 + '
+                  'coloured noise, generated on the fly from (seed, step)',
+             recipe=f'dualfreq_5task:cpu,steps={steps} (AdamW 5e-4, warm-up 50, cosine, L1, clip 1.0, '
+                    f'batch 8 x 64x64)', command=f'benchmarks/allinone_compare.py train --model {model_name} '
+                                                f'--steps {steps} --seed {seed}')
   (workdir / 'summary.json').write_text(json.dumps(summary, indent=1, default=str) + '\n')
   return summary
 
 
-def evaluate(out: Path) -> dict:
+def store_half(export: Path, dst: Path, **provenance) -> Path:
+  """The exported weights as float16 (half the bytes; loaded back into float32 models exactly as
+  stored). These are the weights the comparison scores and the presets ship."""
+  import jaxrestore
+  from jaxrestore.convert.build import params_of
+  from jaxrestore.convert.checkpoint import read_metadata, save_converted
+  meta = read_metadata(export)
+  params = params_of(jaxrestore.load(weights=export))
+  for key, value in params.items():
+    if value.dtype != np.float32:
+      raise ValueError(f'{export}: {key} is {value.dtype}, expected float32')
+    if np.max(np.abs(value), initial=0.0) > 60000:
+      raise ValueError(f'{export}: {key} exceeds the float16 range')
+  half = {k: v.astype(np.float16) for k, v in params.items()}
+  return save_converted(dst, half, architecture=meta['architecture'], hyperparameters=meta['hyperparameters'],
+                        overwrite=True, source='jaxrestore train', stored_dtype='float16',
+                        trained_step=meta.get('step'), **provenance)
+
+
+def evaluate(out: Path, models=tuple(MODELS)) -> dict:
+  """Scores each trained model not scored yet (runs/<model>/scores.json), then writes the table of all
+  scored models (results.json, results.md)."""
+  for model_name in models:
+    run = out / 'runs' / model_name
+    if (run / 'summary.json').is_file() and not (run / 'scores.json').is_file():
+      score(out, model_name)
+  return table(out)
+
+
+def score(out: Path, model_name: str) -> dict:
   import jaxrestore
   from jaxrestore.convert.build import params_of
   from jaxrestore.eval import allinone
   manifest = json.loads((out / 'testsets' / 'manifest.json').read_text())
-  results: dict = {}
-  for model_name in MODELS:
-    summary_path = out / 'runs' / model_name / 'summary.json'
-    if not summary_path.is_file():
-      continue
-    summary = json.loads(summary_path.read_text())
-    model = jaxrestore.load(weights=summary['export'])
-    params = sum(v.size for v in params_of(model).values())
-    row = dict(params=int(params), train_minutes=summary['wall_minutes'], steps=summary['steps'], scores={})
-    for set_name, files in manifest['sets'].items():
-      psnrs, ssims = [], []
-      for fname, sums in files.items():
-        lq_path, gt_path = out / 'testsets' / set_name / 'lq' / fname, out / 'testsets' / set_name / 'gt' / fname
-        if sha256_file(lq_path) != sums['lq'] or sha256_file(gt_path) != sums['gt']:
-          sys.exit(f'{lq_path}: checksum differs from manifest.json; re-run prepare')
-        lq = allinone.to_tensor(allinone.read_rgb(lq_path))
-        restored = np.clip(jaxrestore.restore(model, lq, tile=256, overlap=32), 0, 1)
-        p, s = allinone.compute_psnr_ssim(restored, allinone.to_tensor(allinone.read_rgb(gt_path)))
-        psnrs.append(p)
-        ssims.append(s)
-      row['scores'][set_name] = dict(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)))
-    results[model_name] = row
-    print(model_name, json.dumps(row['scores']), flush=True)
+  run = out / 'runs' / model_name
+  summary = json.loads((run / 'summary.json').read_text())
+  model = jaxrestore.load(weights=run / 'weights')
+  row = dict(params=int(sum(v.size for v in params_of(model).values())), steps=summary['steps'],
+             train_wall_minutes=summary['wall_minutes'], train_process_cpu_minutes=summary['process_cpu_minutes'],
+             manifest_sha256=hashlib.sha256((out / 'testsets' / 'manifest.json').read_bytes()).hexdigest(),
+             scores={})
+  t0, cpu0 = time.time(), time.process_time()
+  for set_name, files in manifest['sets'].items():
+    psnrs, ssims = [], []
+    for fname, sums in files.items():
+      lq_path, gt_path = out / 'testsets' / set_name / 'lq' / fname, out / 'testsets' / set_name / 'gt' / fname
+      if sha256_file(lq_path) != sums['lq'] or sha256_file(gt_path) != sums['gt']:
+        sys.exit(f'{lq_path}: checksum differs from manifest.json; re-run prepare')
+      lq = allinone.to_tensor(allinone.read_rgb(lq_path))
+      restored = np.clip(jaxrestore.restore(model, lq), 0, 1)  # whole image, one compile per size
+      p, s = allinone.compute_psnr_ssim(restored, allinone.to_tensor(allinone.read_rgb(gt_path)))
+      psnrs.append(p)
+      ssims.append(s)
+    row['scores'][set_name] = dict(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)))
+    print(model_name, set_name, json.dumps(row['scores'][set_name]), flush=True)
+  row.update(eval_wall_minutes=(time.time() - t0) / 60, eval_process_cpu_minutes=(time.process_time() - cpu0) / 60)
+  (run / 'scores.json').write_text(json.dumps(row, indent=1) + '\n')
+  return row
+
+
+def input_scores(out: Path) -> dict:
+  """The degraded inputs' own scores (the 'do nothing' row)."""
+  from jaxrestore.eval import allinone
+  path = out / 'input_scores.json'
+  if path.is_file():
+    return json.loads(path.read_text())
+  manifest = json.loads((out / 'testsets' / 'manifest.json').read_text())
+  row = dict(params=0, scores={})
+  for set_name, files in manifest['sets'].items():
+    pairs = [allinone.compute_psnr_ssim(*(allinone.to_tensor(allinone.read_rgb(out / 'testsets' / set_name / r / f))
+                                          for r in ('lq', 'gt'))) for f in files]
+    row['scores'][set_name] = dict(psnr=float(np.mean([p for p, _ in pairs])), ssim=float(np.mean([s for _, s in pairs])))
+  path.write_text(json.dumps(row, indent=1) + '\n')
+  return row
+
+
+def table(out: Path) -> dict:
+  results = {m: json.loads((out / 'runs' / m / 'scores.json').read_text())
+             for m in MODELS if (out / 'runs' / m / 'scores.json').is_file()}
+  if results:
+    results = {'degraded input': input_scores(out), **results}
   (out / 'results.json').write_text(json.dumps(results, indent=1) + '\n')
-  sets = list(manifest['sets'])
+  if not results:
+    return results
+  stored = list(next(iter(results.values()))['scores'])
+  sets = [s for s in SET_ORDER if s in stored] + [s for s in stored if s not in SET_ORDER]
   lines = ['| model | params | ' + ' | '.join(sets) + ' | average |', '|---' * (len(sets) + 3) + '|']
   for name, row in results.items():
     cells = [f'{row["scores"][s]["psnr"]:.2f} / {row["scores"][s]["ssim"]:.3f}' for s in sets]
     avg_p = np.mean([row['scores'][s]['psnr'] for s in sets])
     avg_s = np.mean([row['scores'][s]['ssim'] for s in sets])
-    lines.append(f'| {name} | {row["params"] / 1e6:.2f}M | ' + ' | '.join(cells) + f' | {avg_p:.2f} / {avg_s:.3f} |')
-  table = '\n'.join(lines)
-  (out / 'results.md').write_text(table + '\n')
-  print(table)
+    params = f'{row["params"] / 1e6:.2f}M' if row['params'] else '-'
+    lines.append(f'| {name} | {params} | ' + ' | '.join(cells) + f' | {avg_p:.2f} / {avg_s:.3f} |')
+  text = '\n'.join(lines)
+  (out / 'results.md').write_text(text + '\n')
+  print(text)
   return results
+
+
+PRESETS = {'dualfreq': 'dualfreq-aio-small', 'hair': 'hair-aio-small', 'promptir': 'promptir-aio-small',
+           'restormer': 'restormer-aio-small'}
+
+
+def ship(out: Path, assets: Path) -> None:
+  """Copies each main model's float16 weights into jaxrestore/assets/<preset>/ with the measured
+  table in its metadata (the presets' `results` repeat it)."""
+  import shutil
+  results = json.loads((out / 'results.json').read_text())
+  manifest_sha = hashlib.sha256((out / 'testsets' / 'manifest.json').read_bytes()).hexdigest()
+  for model_name, preset in PRESETS.items():
+    src, dst = out / 'runs' / model_name / 'weights', assets / preset
+    if not src.is_dir() or model_name not in results:
+      print(f'{model_name}: not trained and evaluated yet; skipped')
+      continue
+    if dst.exists():
+      shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / 'jaxrestore.json').read_text())
+    meta.update(preset=preset, results=results[model_name]['scores'], test_manifest_sha256=manifest_sha)
+    (dst / 'jaxrestore.json').write_text(json.dumps(meta, indent=2) + '\n')
+    print(f'{model_name} -> {dst}')
 
 
 def main(argv=None) -> int:
@@ -190,17 +305,23 @@ def main(argv=None) -> int:
   p = sub.add_parser('train')
   p.add_argument('--model', choices=sorted(MODELS), required=True)
   p.add_argument('--out', type=Path, required=True)
-  p.add_argument('--steps', type=int, default=1500)
+  p.add_argument('--steps', type=int, default=300)
   p.add_argument('--seed', type=int, default=0)
   p = sub.add_parser('evaluate')
   p.add_argument('--out', type=Path, required=True)
+  p.add_argument('--models', default=','.join(MODELS), help='comma-separated subset of the trained models')
+  p = sub.add_parser('ship')
+  p.add_argument('--out', type=Path, required=True)
+  p.add_argument('--assets', type=Path, default=Path(__file__).resolve().parents[1] / 'jaxrestore' / 'assets')
   args = parser.parse_args(argv)
   if args.command == 'prepare':
     prepare(args.out)
   elif args.command == 'train':
     train(args.model, args.out, args.steps, args.seed)
+  elif args.command == 'evaluate':
+    evaluate(args.out, args.models.split(','))
   else:
-    evaluate(args.out)
+    ship(args.out, args.assets)
   return 0
 
 

@@ -87,6 +87,8 @@ def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: i
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     if dtype == 'bf16':
       tmodel, xt = tmodel.bfloat16(), xt.bfloat16()
+    if framework == 'torch-compile':  # inductor; the first call compiles (its time is first_call_s)
+      tmodel = torch.compile(tmodel)
 
     def run():
       with torch.no_grad():
@@ -95,7 +97,8 @@ def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: i
     t0 = time.perf_counter()
     run()
     first = time.perf_counter() - t0
-    device = f'torch {torch.__version__} ({torch.get_num_threads()} threads)'
+    device = (f'torch {torch.__version__} ({torch.get_num_threads()} threads'
+              + (', torch.compile inductor)' if framework == 'torch-compile' else ')'))
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -115,7 +118,7 @@ def run_bench(presets=DEFAULT_PRESETS, sizes=(128, 256), batches=(1, 8), repeats
   runs: dict[tuple, list[dict]] = {}
   for _ in range(rounds):
     for preset, size, batch, fw in itertools.product(presets, sizes, batches, frameworks):
-      if fw == 'torch' and registry.get_architecture(registry.get_preset(preset).architecture).torch_reference is None:
+      if fw.startswith('torch') and registry.get_architecture(registry.get_preset(preset).architecture).torch_reference is None:
         continue
       cmd = [sys.executable, '-m', 'jaxrestore.bench', '--one', fw, preset, str(size), str(batch), str(repeats), dtype]
       proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -127,7 +130,7 @@ def run_bench(presets=DEFAULT_PRESETS, sizes=(128, 256), batches=(1, 8), repeats
       runs.setdefault((preset, size, batch, fw), []).append(row)
   for preset in presets:
     arch = registry.get_architecture(registry.get_preset(preset).architecture)
-    if 'torch' in frameworks and arch.torch_reference is None:
+    if any(fw.startswith('torch') for fw in frameworks) and arch.torch_reference is None:
       print(f'  {preset}: no PyTorch row -- {arch.name} has no pip-installable reference '
             f'({arch.description or "see benchmarks/"})', file=out)
   rows = []
@@ -142,17 +145,30 @@ def run_bench(presets=DEFAULT_PRESETS, sizes=(128, 256), batches=(1, 8), repeats
 
 
 def format_table(rows: list[dict]) -> str:
-  lines = ['| preset | size | batch | dtype | JAX MP/s | PyTorch MP/s | JAX/PyTorch | JAX peak RSS | PyTorch peak RSS |',
-           '|---|---|---|---|---|---|---|---|---|']
+  """JAX against PyTorch eager (and torch.compile when measured): throughput, ratio, first-call
+  (compile) time and peak RSS."""
+  compiled = any(r['framework'] == 'torch-compile' for r in rows)
+  head = ['preset', 'size', 'batch', 'dtype', 'JAX MP/s', 'PyTorch MP/s', 'JAX/PyTorch']
+  if compiled:
+    head += ['torch.compile MP/s', 'JAX/compile']
+  head += ['JAX first call', 'JAX peak RSS', 'PyTorch peak RSS']
+  if compiled:
+    head += ['compile first call']
+  lines = ['| ' + ' | '.join(head) + ' |', '|---' * len(head) + '|']
   keyed = {(r['preset'], r['size'], r['batch'], r['dtype'], r['framework']): r for r in rows}
+  cell = lambda r, k, f: f.format(r[k]) if r else '—'
+  ratio = lambda a, b: f'{a["mpix_per_s"] / b["mpix_per_s"]:.2f}×' if a and b else '—'
   for (preset, size, batch, dtype) in dict.fromkeys((r['preset'], r['size'], r['batch'], r['dtype']) for r in rows):
-    j = keyed.get((preset, size, batch, dtype, 'jax'))
-    t = keyed.get((preset, size, batch, dtype, 'torch'))
-    ratio = f'{j["mpix_per_s"] / t["mpix_per_s"]:.2f}×' if j and t else '—'
-    cell = lambda r, k, f: f.format(r[k]) if r else '—'
-    lines.append(f'| {preset} | {size}² | {batch} | {dtype} | {cell(j, "mpix_per_s", "{:.4f}")} | '
-                 f'{cell(t, "mpix_per_s", "{:.4f}")} | {ratio} | {cell(j, "peak_rss_mib", "{:.0f} MiB")} | '
-                 f'{cell(t, "peak_rss_mib", "{:.0f} MiB")} |')
+    j, t, c = (keyed.get((preset, size, batch, dtype, fw)) for fw in ('jax', 'torch', 'torch-compile'))
+    cells = [preset, f'{size}²', str(batch), dtype, cell(j, 'mpix_per_s', '{:.4f}'), cell(t, 'mpix_per_s', '{:.4f}'),
+             ratio(j, t)]
+    if compiled:
+      cells += [cell(c, 'mpix_per_s', '{:.4f}'), ratio(j, c)]
+    cells += [cell(j, 'first_call_s', '{:.1f} s'), cell(j, 'peak_rss_mib', '{:.0f} MiB'),
+              cell(t, 'peak_rss_mib', '{:.0f} MiB')]
+    if compiled:
+      cells += [cell(c, 'first_call_s', '{:.1f} s')]
+    lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
 

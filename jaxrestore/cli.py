@@ -265,8 +265,8 @@ def _cmd_bench(args) -> int:
         + (f', median over {rounds} alternating JAX/PyTorch rounds' if rounds > 1 else '')
         + ', forward only, random weights)')
   try:
-    rows = bench.run_bench(presets, sizes, batches, repeats, args.dtype, rounds=rounds,
-                           frameworks=('jax',) if args.jax_only else ('jax', 'torch'))
+    frameworks = ('jax',) if args.jax_only else ('jax', 'torch') + (('torch-compile',) if args.compare_compile else ())
+    rows = bench.run_bench(presets, sizes, batches, repeats, args.dtype, rounds=rounds, frameworks=frameworks)
   except KeyboardInterrupt:
     print('jaxrestore bench: interrupted; no table printed' + (f', nothing written to {json_path}' if json_path else ''),
           file=sys.stderr)
@@ -781,6 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help='fresh JAX and PyTorch processes alternate this many times; the median is reported')
   p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'])
   p.add_argument('--jax-only', action='store_true', help='skip the PyTorch rows')
+  p.add_argument('--compare-compile', action='store_true',
+                 help='add a torch.compile (inductor) column, compiled in its own process (first call reported)')
   p.add_argument('--smoke', action='store_true', help='tiny sizes, one repeat: checks the pipeline only')
   p.add_argument('--json', help='also write the rows to this new JSON file')
   p.set_defaults(func=_cmd_bench)

@@ -88,6 +88,35 @@ def pad_to_multiple(x: jax.Array, multiple: int, mode: str = 'reflect') -> jax.A
 
 # ----- added for Restormer / PromptIR / HAIR ---------------------------------------------------------
 
+@jax.custom_vjp
+def channel_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x[..., i] @ kernel[i, o] over the last axis of x, with a backward laid out for XLA:CPU.
+
+  Autodiff of the 4-D contraction gives a weight gradient that XLA:CPU runs as a transposed,
+  non-library dot after copying the (larger) output gradient; here the smaller operand is
+  transposed and the product is a plain (M, K) x (K, N) matmul.
+  """
+  return jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+def _channel_matmul_fwd(x, kernel):
+  return channel_matmul(x, kernel), (x, kernel)
+
+
+def _channel_matmul_bwd(residuals, g):
+  x, kernel = residuals
+  x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]).astype(x.dtype)
+  dx = jnp.dot(g2, kernel.T.astype(g2.dtype)).reshape(x.shape)
+  if x2.shape[1] <= g2.shape[1]:
+    dk = jnp.dot(jax.lax.optimization_barrier(x2.T), g2)
+  else:
+    dk = jnp.dot(jax.lax.optimization_barrier(g2.T), x2).T
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
+
+
 class PointwiseConv(nnx.Module):
   """A 1x1 Conv2d (PyTorch init, HWIO kernel of shape (1, 1, in, out)) run as a matmul over channels:
   XLA:CPU runs 1x1 convolutions up to ~2x slower than the equivalent dot."""
@@ -101,19 +130,15 @@ class PointwiseConv(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = self.dtype or jnp.result_type(x.dtype, self.kernel.dtype)
-    y = jnp.einsum('bhwi,io->bhwo', x.astype(dtype), self.kernel[...][0, 0].astype(dtype))
+    y = channel_matmul(x.astype(dtype), self.kernel[...][0, 0].astype(dtype))
     return y if self.bias is None else y + self.bias[...].astype(dtype)
 
 
-def depthwise_conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Depth-wise, stride-1, zero-padded ('same') convolution of NHWC `x` as a sum of shifted products.
-
-  kernel: (kh, kw, C), or (B, kh, kw, C) for a different kernel per sample. XLA:CPU lowers
-  `feature_group_count` convolutions about 20x slower than this fused elementwise form.
-  """
+def _shifted_products(x: jax.Array, kernel: jax.Array, pad_top: int, pad_left: int) -> jax.Array:
+  """sum_ij x[y + i - pad_top, x + j - pad_left] * kernel[i, j] with zeros outside: one fused pass."""
   kh, kw = kernel.shape[-3:-1]
   _, h, w, _ = x.shape
-  xp = jnp.pad(x, ((0, 0), (kh // 2, kh - 1 - kh // 2), (kw // 2, kw - 1 - kw // 2), (0, 0)))
+  xp = jnp.pad(x, ((0, 0), (pad_top, kh - 1 - pad_top), (pad_left, kw - 1 - pad_left), (0, 0)))
   out = None
   for i in range(kh):
     for j in range(kw):
@@ -121,6 +146,71 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
       term = xp[:, i:i + h, j:j + w, :] * tap
       out = term if out is None else out + term
   return out
+
+
+def _row_chunk(h: int, row_bytes: int, budget: int = 1 << 21) -> int:
+  """The largest divisor of h whose rows (of row_bytes each) fit in about `budget` bytes."""
+  best = 1
+  for r in range(1, h + 1):
+    if h % r == 0 and r * row_bytes <= budget:
+      best = r
+  return best
+
+
+def _kernel_gradient(x: jax.Array, g: jax.Array, kh: int, kw: int, per_sample: bool) -> jax.Array:
+  """d kernel[(b,) i, j, c] = sum over pixels of x shifted by (i, j) times g.
+
+  Accumulated a few rows of one image at a time (halo included) so that the kh * kw passes over
+  each chunk hit cache: as whole-tensor reductions they were memory-bound and took most of a
+  Restormer training step on CPU.
+  """
+  b, h, w, c = x.shape
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  xp = jnp.pad(x, ((0, 0), (kh // 2, kh - 1 - kh // 2), (kw // 2, kw - 1 - kw // 2), (0, 0)))
+  rows = _row_chunk(h, (w + kw) * c * x.dtype.itemsize * 2)
+
+  def image(args):
+    xi, gi = args
+
+    def chunk(r, total):
+      xc = jax.lax.dynamic_slice_in_dim(xi, r * rows, rows + kh - 1, axis=0)
+      gc = jax.lax.dynamic_slice_in_dim(gi, r * rows, rows, axis=0)
+      return total + jnp.stack([jnp.sum((xc[i:i + rows, j:j + w] * gc).astype(acc), axis=(0, 1))
+                                for i in range(kh) for j in range(kw)])
+
+    return jax.lax.fori_loop(0, h // rows, chunk, jnp.zeros((kh * kw, c), acc))
+
+  per_image = jax.lax.map(image, (xp, g)).reshape(b, kh, kw, c)
+  return per_image if per_sample else per_image.sum(axis=0)
+
+
+@jax.custom_vjp
+def depthwise_conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Depth-wise, stride-1, zero-padded ('same') convolution of NHWC `x` as a sum of shifted products.
+
+  kernel: (kh, kw, C), or (B, kh, kw, C) for a different kernel per sample. XLA:CPU lowers
+  `feature_group_count` convolutions about 10x slower than this fused elementwise form. The
+  gradient is written out (a depth-wise convolution of g with the flipped kernel, and chunked tap
+  reductions): autodiff of the shifted slices materialises a padded copy per tap, about 10x slower.
+  """
+  kh, kw = kernel.shape[-3:-1]
+  return _shifted_products(x, kernel, kh // 2, kw // 2)
+
+
+def _depthwise_fwd(x, kernel):
+  return depthwise_conv2d(x, kernel), (x, kernel)
+
+
+def _depthwise_bwd(residuals, g):
+  x, kernel = residuals
+  kh, kw = kernel.shape[-3:-1]
+  flipped = kernel[..., ::-1, ::-1, :]
+  dx = _shifted_products(g.astype(x.dtype), flipped, kh - 1 - kh // 2, kw - 1 - kw // 2)
+  dk = _kernel_gradient(x, g.astype(x.dtype), kh, kw, per_sample=kernel.ndim == 4)
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+depthwise_conv2d.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 class DepthwiseConv(nnx.Module):

@@ -118,3 +118,17 @@ def test_colour_fix_every_stage(colour, tag):
                 adain=colorfix.adaptive_instance_normalization(content, style))
   for name, value in stages.items():
     assert _maxabs(value, nhwc(colour[f'{tag}_{name}'])) <= 1e-6, name
+
+
+def test_tables_first_built_under_jit_stay_concrete():
+  """The coefficient tables are cached on first use; built inside a trace they must not be tracers
+  (a later call outside that trace would otherwise fail with a leaked tracer)."""
+  import jax
+  import numpy as np
+  from jaxrestore.diffusion.iddpm import GaussianDiffusion
+  diffusion = GaussianDiffusion(np.linspace(1e-4, 2e-2, 10))
+  x, noise = np.ones((1, 2, 2, 1), np.float32), np.full((1, 2, 2, 1), 0.5, np.float32)
+  inside = jax.jit(lambda t: diffusion.q_sample(x, t, noise))(np.int32(3))
+  outside = diffusion.q_sample(x, np.int32(3), noise)
+  assert all(isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer) for v in diffusion.tables().values())
+  np.testing.assert_allclose(inside, outside, rtol=1e-6)

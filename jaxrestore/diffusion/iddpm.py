@@ -93,7 +93,8 @@ class GaussianDiffusion:
   def tables(self) -> dict[str, jax.Array]:
     """The per-step float32 coefficients (each float64 entry rounded once, as `.float()`)."""
     if self._tables is None:
-      self._tables = self._make_tables()
+      with jax.ensure_compile_time_eval():  # concrete arrays even when first called under a trace
+        self._tables = self._make_tables()
     return self._tables
 
   def _make_tables(self) -> dict[str, jax.Array]:

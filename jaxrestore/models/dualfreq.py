@@ -234,9 +234,12 @@ class BandAdaptiveAttention(nnx.Module):
 
     if self.band_attention:
       gq, gk = self.band_gates(prior)
-      bands = lambda t: jnp.stack([heads(band) for band in orientation_bands(t)], axis=-1)
-      q = jnp.sum(bands(q) * gq[..., None, :].astype(q.dtype), axis=-1)
-      k = jnp.sum(bands(k) * gk[..., None, :].astype(k.dtype), axis=-1)
+
+      def mix(t, gate):  # elementwise sum over the 3 bands (a size-3 reduction runs ~10x slower on CPU)
+        terms = [heads(band) * gate[..., None, i].astype(t.dtype) for i, band in enumerate(orientation_bands(t))]
+        return terms[0] + terms[1] + terms[2]
+
+      q, k = mix(q, gq), mix(k, gk)
     else:
       q, k = heads(q), heads(k)
     attend = kernels.get_channel_attention(self.implementation)
