@@ -7,8 +7,9 @@ chosen and why. In short:
 
 * **Dformer** (degradation estimation): a multi-level Haar DWT splits the degraded input into
   frequency subbands (LL of the coarsest level, and HL/LH/HH of every level). Each subband is
-  embedded by a shared 3x3 conv, average-pooled to a fixed grid of tokens (any input size), tagged
-  with a learned subband embedding and a grid-position embedding, and mixed by a small pre-LN
+  embedded by a shared 3x3 conv; its mean and RMS (band energy) over each cell of a fixed grid
+  (any input size) make one token, tagged with a learned subband embedding and a grid-position
+  embedding; the tokens are mixed by a small pre-LN
   transformer. The degradation prior is the LayerNormed mean token, one vector per image.
 * **Rformer** (restoration): a Restormer-style U-Net (our Restormer blocks' norms, depth-wise
   convs and channel attention) whose attention is degradation-adaptive. In every block the queries
@@ -178,6 +179,10 @@ class Dformer(nnx.Module):
     d, g = cfg.prior_dim, cfg.dformer_grid
     self.levels, self.grid = cfg.dwt_levels, g
     self.embed = layers.conv2d(cfg.in_channels, d, 3, rngs=rngs, **conv_kwargs(cfg))
+    # Token = W [pooled mean, pooled RMS] of the embedded band. The mean alone is linear in the input,
+    # so zero-mean degradations (noise, most of rain's and blur's effect on detail bands) average out
+    # of it; the RMS is the band's energy per grid cell, which they change.
+    self.statistics = layers.linear(2 * d, d, rngs=rngs, **conv_kwargs(cfg))
     self.subband_embedding = nnx.Param(0.02 * jax.random.normal(rngs.params(), (cfg.num_subbands, 1, d),
                                                                 cfg.param_dtype))
     self.position_embedding = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, g * g, d), cfg.param_dtype))
@@ -186,13 +191,17 @@ class Dformer(nnx.Module):
                                   param_dtype=cfg.param_dtype)
 
   def tokens(self, x):
-    """(B, subbands * grid², prior_dim): pooled embeddings of every subband, tagged."""
+    """(B, subbands * grid², prior_dim): pooled statistics of every embedded subband, tagged."""
     b = x.shape[0]
     out = []
     for i, band in enumerate(haar_subbands(x, self.levels)):
-      pooled = adaptive_average_pool(self.embed(band), self.grid).reshape(b, self.grid ** 2, -1)
-      out.append(pooled + self.subband_embedding[...][i].astype(pooled.dtype)
-                 + self.position_embedding[...].astype(pooled.dtype))
+      e = self.embed(band)
+      mean = adaptive_average_pool(e, self.grid)
+      energy = jnp.sqrt(adaptive_average_pool(jnp.square(e.astype(jnp.float32)), self.grid) + 1e-6)
+      stats = jnp.concatenate([mean, energy.astype(mean.dtype)], axis=-1).reshape(b, self.grid ** 2, -1)
+      token = self.statistics(stats)
+      out.append(token + self.subband_embedding[...][i].astype(token.dtype)
+                 + self.position_embedding[...].astype(token.dtype))
     return jnp.concatenate(out, axis=1)
 
   def __call__(self, x):
