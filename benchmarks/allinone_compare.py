@@ -216,7 +216,14 @@ def score(out: Path, model_name: str) -> dict:
              manifest_sha256=hashlib.sha256((out / 'testsets' / 'manifest.json').read_bytes()).hexdigest(),
              scores={})
   t0, cpu0 = time.time(), time.process_time()
+  partial = run / 'scores.partial.json'  # sets already scored by an interrupted run (same manifest)
+  if partial.is_file():
+    done = json.loads(partial.read_text())
+    if done.get('manifest_sha256') == row['manifest_sha256']:
+      row['scores'] = done['scores']
   for set_name, files in manifest['sets'].items():
+    if set_name in row['scores']:
+      continue
     psnrs, ssims = [], []
     for fname, sums in files.items():
       lq_path, gt_path = out / 'testsets' / set_name / 'lq' / fname, out / 'testsets' / set_name / 'gt' / fname
@@ -228,9 +235,12 @@ def score(out: Path, model_name: str) -> dict:
       psnrs.append(p)
       ssims.append(s)
     row['scores'][set_name] = dict(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)))
+    partial.write_text(json.dumps(dict(manifest_sha256=row['manifest_sha256'], scores=row['scores'])) + '\n')
     print(model_name, set_name, json.dumps(row['scores'][set_name]), flush=True)
   row.update(eval_wall_minutes=(time.time() - t0) / 60, eval_process_cpu_minutes=(time.process_time() - cpu0) / 60)
+  row['scores'] = {name: row['scores'][name] for name in manifest['sets']}
   (run / 'scores.json').write_text(json.dumps(row, indent=1) + '\n')
+  partial.unlink(missing_ok=True)
   return row
 
 
