@@ -163,29 +163,17 @@ def locate_components(weights_dir=None, **paths) -> dict[str, Path]:
   return found
 
 
-def _denoiser_source(path: Path, **hyperparameters):
-  """(config, loader) of the denoiser checkpoint, read lazily (nothing materialised yet)."""
+def _model_source(path: Path, architecture: str, what: str, **hyperparameters):
+  """(config, loader) of a component checkpoint (converted folder or PyTorch file), read lazily
+  (nothing materialised yet); refuses a checkpoint of another architecture."""
   if converted.is_converted_checkpoint(path):
     arch, config = build.converted_config(path, None, **hyperparameters)
     load = lambda: build.model_from_converted(path, None, **hyperparameters)
   else:
     arch, config, state_dict = build.torch_checkpoint_config(path, None, **hyperparameters)
     load = lambda: build.model_from_state_dict(arch, config, state_dict, source=str(path))
-  if arch.name != 'dreamclear':
-    raise CheckpointMismatchError(f'{path} holds a {arch.name} model, not the DreamClear denoiser')
-  return config, load
-
-
-def _swinir_source(path: Path, dtype):
-  hp = dict(dtype=dtype, param_dtype=jnp.float32)
-  if converted.is_converted_checkpoint(path):
-    arch, config = build.converted_config(path, None, **hp)
-    load = lambda: build.model_from_converted(path, None, **hp)
-  else:
-    arch, config, state_dict = build.torch_checkpoint_config(path, None, **hp)
-    load = lambda: build.model_from_state_dict(arch, config, state_dict, source=str(path))
-  if arch.name != 'swinir':
-    raise CheckpointMismatchError(f"{path} is not DiffBIR's SwinIR cleaner: it holds a {arch.name} model")
+  if arch.name != architecture:
+    raise CheckpointMismatchError(f'{path} is not {what}: it holds a {arch.name} model')
   return config, load
 
 
@@ -526,8 +514,9 @@ class DreamClear:
     hp = dict(dtype=dtype, param_dtype=jnp.float32 if dtype is None else dtype)
     if num_heads is not None:
       hp['num_heads'] = int(num_heads)
-    denoiser_config, load_denoiser = _denoiser_source(paths['denoiser'], **hp)
-    swinir_config, load_swinir = _swinir_source(paths['swinir'], swinir_dtype)
+    denoiser_config, load_denoiser = _model_source(paths['denoiser'], 'dreamclear', 'the DreamClear denoiser', **hp)
+    swinir_config, load_swinir = _model_source(paths['swinir'], 'swinir', "DiffBIR's SwinIR cleaner",
+                                               dtype=swinir_dtype, param_dtype=jnp.float32)
     vae_json = _read_json(paths['vae'] / 'config.json', 'expected a diffusers AutoencoderKL folder')
     vae_config = autoencoder_kl.AutoencoderKLConfig.from_diffusers(vae_json, param_dtype=vae_dtype, dtype=vae_dtype)
     t5_json = _read_json(paths['t5'] / 'config.json', 'expected a Hugging Face T5 folder')
