@@ -7,6 +7,8 @@ parameter count (within 10 %), then scored on the same pinned test inputs.
     python benchmarks/allinone_compare.py train --model hair --out runs/aio        # ... promptir, restormer,
                                                                                    # dualfreq-no-prior, dualfreq-no-bands
     python benchmarks/allinone_compare.py evaluate --out runs/aio                  # table (markdown + JSON)
+    python benchmarks/allinone_compare.py ship --out runs/aio   # rows -> benchmarks/results/allinone/,
+                                                                # weights -> jaxrestore/assets/<preset>/
 
 Training data: `trainsets/BSDS500_test200` (colour, disjoint from CBSD68 and from Rain100H's scenes),
 with on-the-fly degradations deterministic in (seed, step): Gaussian noise sigma 15/25/50, synthetic rain, haze, Gaussian/motion blur, low light, JPEG
@@ -33,21 +35,21 @@ from pathlib import Path
 
 import numpy as np
 
-# Comparison configurations: ~16.3-17.1 M parameters each (HAIR and PromptIR cannot go smaller: their
-# prompt / hypernetwork widths are hard-coded for dim 48).
+REPO = Path(__file__).resolve().parents[1]
+
+# The comparison models are the *-aio-small presets (declared in their model files, ~16.3-17.1 M
+# parameters each: HAIR and PromptIR cannot go smaller, their prompt / hypernetwork widths are
+# hard-coded for dim 48), and two DualFreq ablations.
 MODELS = {
-    'dualfreq': dict(preset='dualfreq-base', hyperparameters=dict(
-        dim=48, num_blocks=[2, 3, 3, 4], num_refinement_blocks=2, prior_dim=96, dformer_depth=2)),
-    'dualfreq-no-prior': dict(preset='dualfreq-base', hyperparameters=dict(
-        dim=48, num_blocks=[2, 3, 3, 4], num_refinement_blocks=2, prior_dim=96, dformer_depth=2, use_prior=False)),
-    'dualfreq-no-bands': dict(preset='dualfreq-base', hyperparameters=dict(
-        dim=48, num_blocks=[2, 3, 3, 4], num_refinement_blocks=2, prior_dim=96, dformer_depth=2,
-        band_attention=False)),
-    'hair': dict(preset='hair-3d', hyperparameters=dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)),
-    'promptir': dict(preset='promptir-3d', hyperparameters=dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)),
-    'restormer': dict(architecture='restormer', hyperparameters=dict(
-        inp_channels=3, out_channels=3, dim=48, num_blocks=[2, 3, 3, 5], num_refinement_blocks=2)),
+    'dualfreq': dict(preset='dualfreq-aio-small'),
+    'dualfreq-no-prior': dict(preset='dualfreq-aio-small', hyperparameters=dict(use_prior=False)),
+    'dualfreq-no-bands': dict(preset='dualfreq-aio-small', hyperparameters=dict(band_attention=False)),
+    'hair': dict(preset='hair-aio-small'),
+    'promptir': dict(preset='promptir-aio-small'),
+    'restormer': dict(preset='restormer-aio-small'),
 }
+
+
 def param_count(spec: dict) -> int:
   """Parameters of a comparison model (abstract: nothing is allocated)."""
   import jax
@@ -214,17 +216,17 @@ def score(out: Path, model_name: str) -> dict:
   row = dict(params=int(sum(v.size for v in params_of(model).values())), steps=summary['steps'],
              train_wall_minutes=summary['wall_minutes'], train_process_cpu_minutes=summary['process_cpu_minutes'],
              manifest_sha256=hashlib.sha256((out / 'testsets' / 'manifest.json').read_bytes()).hexdigest(),
-             scores={})
+             scores={}, images={})  # images: set -> file -> [psnr, ssim]
   t0, cpu0 = time.time(), time.process_time()
   partial = run / 'scores.partial.json'  # sets already scored by an interrupted run (same manifest)
   if partial.is_file():
     done = json.loads(partial.read_text())
     if done.get('manifest_sha256') == row['manifest_sha256']:
-      row['scores'] = done['scores']
+      row['scores'], row['images'] = done['scores'], done['images']
   for set_name, files in manifest['sets'].items():
     if set_name in row['scores']:
       continue
-    psnrs, ssims = [], []
+    psnrs, ssims, per_image = [], [], {}
     for fname, sums in files.items():
       lq_path, gt_path = out / 'testsets' / set_name / 'lq' / fname, out / 'testsets' / set_name / 'gt' / fname
       if sha256_file(lq_path) != sums['lq'] or sha256_file(gt_path) != sums['gt']:
@@ -234,11 +236,15 @@ def score(out: Path, model_name: str) -> dict:
       p, s = allinone.compute_psnr_ssim(restored, allinone.to_tensor(allinone.read_rgb(gt_path)))
       psnrs.append(p)
       ssims.append(s)
+      per_image[fname] = [float(p), float(s)]
     row['scores'][set_name] = dict(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)))
-    partial.write_text(json.dumps(dict(manifest_sha256=row['manifest_sha256'], scores=row['scores'])) + '\n')
+    row['images'][set_name] = per_image
+    partial.write_text(json.dumps(dict(manifest_sha256=row['manifest_sha256'], scores=row['scores'],
+                                       images=row['images'])) + '\n')
     print(model_name, set_name, json.dumps(row['scores'][set_name]), flush=True)
   row.update(eval_wall_minutes=(time.time() - t0) / 60, eval_process_cpu_minutes=(time.process_time() - cpu0) / 60)
   row['scores'] = {name: row['scores'][name] for name in manifest['sets']}
+  row['images'] = {name: row['images'][name] for name in manifest['sets']}
   (run / 'scores.json').write_text(json.dumps(row, indent=1) + '\n')
   partial.unlink(missing_ok=True)
   return row
@@ -260,6 +266,21 @@ def input_scores(out: Path) -> dict:
   return row
 
 
+def render(results: dict) -> str:
+  """Markdown table: one row per model (PSNR / SSIM per test set and their average)."""
+  stored = list(next(iter(results.values()))['scores'])
+  sets = [s for s in SET_ORDER if s in stored] + [s for s in stored if s not in SET_ORDER]
+  lines = ['| model | params | train min | ' + ' | '.join(sets) + ' | average |', '|---' * (len(sets) + 4) + '|']
+  for name, row in results.items():
+    cells = [f'{row["scores"][s]["psnr"]:.2f} / {row["scores"][s]["ssim"]:.3f}' for s in sets]
+    avg_p = np.mean([row['scores'][s]['psnr'] for s in sets])
+    avg_s = np.mean([row['scores'][s]['ssim'] for s in sets])
+    params = f'{row["params"] / 1e6:.2f}M' if row['params'] else '-'
+    minutes = f'{row["train_wall_minutes"]:.1f}' if row.get('train_wall_minutes') else '-'
+    lines.append(f'| {name} | {params} | {minutes} | ' + ' | '.join(cells) + f' | {avg_p:.2f} / {avg_s:.3f} |')
+  return '\n'.join(lines) + '\n'
+
+
 def table(out: Path) -> dict:
   results = {m: json.loads((out / 'runs' / m / 'scores.json').read_text())
              for m in MODELS if (out / 'runs' / m / 'scores.json').is_file()}
@@ -268,18 +289,9 @@ def table(out: Path) -> dict:
   (out / 'results.json').write_text(json.dumps(results, indent=1) + '\n')
   if not results:
     return results
-  stored = list(next(iter(results.values()))['scores'])
-  sets = [s for s in SET_ORDER if s in stored] + [s for s in stored if s not in SET_ORDER]
-  lines = ['| model | params | ' + ' | '.join(sets) + ' | average |', '|---' * (len(sets) + 3) + '|']
-  for name, row in results.items():
-    cells = [f'{row["scores"][s]["psnr"]:.2f} / {row["scores"][s]["ssim"]:.3f}' for s in sets]
-    avg_p = np.mean([row['scores'][s]['psnr'] for s in sets])
-    avg_s = np.mean([row['scores'][s]['ssim'] for s in sets])
-    params = f'{row["params"] / 1e6:.2f}M' if row['params'] else '-'
-    lines.append(f'| {name} | {params} | ' + ' | '.join(cells) + f' | {avg_p:.2f} / {avg_s:.3f} |')
-  text = '\n'.join(lines)
-  (out / 'results.md').write_text(text + '\n')
-  print(text)
+  text = render(results)
+  (out / 'results.md').write_text(text)
+  print(text, end='')
   return results
 
 
@@ -287,16 +299,29 @@ PRESETS = {'dualfreq': 'dualfreq-aio-small', 'hair': 'hair-aio-small', 'promptir
            'restormer': 'restormer-aio-small'}
 
 
-def ship(out: Path, assets: Path) -> None:
-  """Copies each main model's float16 weights into jaxrestore/assets/<preset>/ with the measured
-  table in its metadata (the presets' `results` repeat it)."""
+def ship(out: Path, assets: Path, record: Path) -> None:
+  """Lands a run in the repository: every scored model's row (ablations included) and the test
+  manifest go to `record` (rows from earlier runs on the same manifest stay, so the table can be
+  completed over several sessions, and `record/results.md` is re-rendered from all of them); each main
+  model's float16 weights go to assets/<preset>/ with its measured scores in their metadata."""
   import shutil
-  results = json.loads((out / 'results.json').read_text())
-  manifest_sha = hashlib.sha256((out / 'testsets' / 'manifest.json').read_bytes()).hexdigest()
+  results = table(out)
+  manifest = (out / 'testsets' / 'manifest.json').read_bytes()
+  manifest_sha = hashlib.sha256(manifest).hexdigest()
+  record.mkdir(parents=True, exist_ok=True)
+  if (record / 'manifest.json').is_file() and (record / 'manifest.json').read_bytes() != manifest:
+    sys.exit(f'{record}/manifest.json pins other test inputs than {out}/testsets; the rows would not compare')
+  (record / 'manifest.json').write_bytes(manifest)
+  for name, row in results.items():
+    (record / f'{name.replace(" ", "-")}.json').write_text(json.dumps(row, indent=1) + '\n')
+  order = ['degraded input', *MODELS]
+  recorded = {name: json.loads((record / f'{name.replace(" ", "-")}.json').read_text())
+              for name in order if (record / f'{name.replace(" ", "-")}.json').is_file()}
+  (record / 'results.md').write_text(render(recorded))
   for model_name, preset in PRESETS.items():
     src, dst = out / 'runs' / model_name / 'weights', assets / preset
     if not src.is_dir() or model_name not in results:
-      print(f'{model_name}: not trained and evaluated yet; skipped')
+      print(f'{model_name}: not trained and evaluated in {out}; its preset is left as it is')
       continue
     if dst.exists():
       shutil.rmtree(dst)
@@ -322,7 +347,8 @@ def main(argv=None) -> int:
   p.add_argument('--models', default=','.join(MODELS), help='comma-separated subset of the trained models')
   p = sub.add_parser('ship')
   p.add_argument('--out', type=Path, required=True)
-  p.add_argument('--assets', type=Path, default=Path(__file__).resolve().parents[1] / 'jaxrestore' / 'assets')
+  p.add_argument('--assets', type=Path, default=REPO / 'jaxrestore' / 'assets')
+  p.add_argument('--record', type=Path, default=REPO / 'benchmarks' / 'results' / 'allinone')
   args = parser.parse_args(argv)
   if args.command == 'prepare':
     prepare(args.out)
@@ -331,7 +357,7 @@ def main(argv=None) -> int:
   elif args.command == 'evaluate':
     evaluate(args.out, args.models.split(','))
   else:
-    ship(args.out, args.assets)
+    ship(args.out, args.assets, args.record)
   return 0
 
 

@@ -9,10 +9,9 @@ from flax import nnx
 from jaxrestore import registry
 from jaxrestore.convert import build
 from jaxrestore.convert import checkpoint as converted
-from jaxrestore.models.base import Preset
+from jaxrestore.models.base import ASSETS, Preset
 from jaxrestore.registry import get_architecture
 
-ASSETS = Path(__file__).parent / 'assets'
 
 
 def presets() -> dict[str, Preset]:

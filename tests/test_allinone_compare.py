@@ -72,12 +72,21 @@ def test_prepare_train_evaluate_ship(harness, fake_root, tmp_path, monkeypatch):
   scores = results['dualfreq']['scores']
   assert set(scores) == set(harness.SET_ORDER) and all(np.isfinite(v['psnr']) for v in scores.values())
   table = (out / 'results.md').read_text()
-  assert table.splitlines()[0].startswith('| model | params | cbsd68_sigma15 |') and '| dualfreq |' in table
+  assert table.splitlines()[0].startswith('| model | params | train min | cbsd68_sigma15 |') and '| dualfreq |' in table
 
-  assets = tmp_path / 'assets'
-  harness.ship(out, assets)
+  assets, record = tmp_path / 'assets', tmp_path / 'record'
+  (record).mkdir()
+  (record / 'hair.json').write_text(json.dumps(dict(results['dualfreq'], params=7)))  # an earlier run's row
+  harness.ship(out, assets, record)
   shipped = json.loads((assets / 'dualfreq-aio-small' / 'jaxrestore.json').read_text())
   assert shipped['results'] == scores and shipped['preset'] == 'dualfreq-aio-small'
+  assert json.loads((record / 'dualfreq.json').read_text())['scores'] == scores
+  assert (record / 'manifest.json').read_bytes() == (out / 'testsets' / 'manifest.json').read_bytes()
+  rows = [line.split(' | ')[0] for line in (record / 'results.md').read_text().splitlines()[2:]]
+  assert rows == ['| degraded input', '| dualfreq', '| hair']  # kept, in the comparison's order
+  (record / 'manifest.json').write_text('{}')
+  with pytest.raises(SystemExit, match='other test inputs'):
+    harness.ship(out, assets, record)  # rows on other inputs never mix
 
   (out / 'runs' / 'dualfreq' / 'scores.json').unlink()
   lq = next((out / 'testsets' / 'rain100h' / 'lq').iterdir())

@@ -12,6 +12,8 @@ without any other file naming the architecture.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import jax
@@ -20,6 +22,7 @@ from jaxrestore import layers
 from jaxrestore.mapping import ParamMap
 
 PADDING_MODES = ('reflect', 'strict')
+ASSETS = Path(__file__).resolve().parents[1] / 'assets'  # weights shipped with the package
 
 
 def runtime_field(default: Any = None, **kwargs) -> Any:
@@ -129,6 +132,24 @@ class Preset:
 
   def as_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
+
+
+def all_in_one_comparison_preset(name: str, architecture: str, hyperparameters: Mapping[str, Any]) -> Preset:
+  """A model trained by `benchmarks/allinone_compare.py` (the DualFreq comparison on equal terms),
+  shipped in jaxrestore/assets/<name>/. Its `results` are the scores stored with those weights (one
+  source, so the preset and its assets cannot disagree)."""
+  meta = ASSETS / name / 'jaxrestore.json'
+  shipped = meta.is_file()
+  return Preset(
+      name=name, architecture=architecture, hyperparameters=dict(hyperparameters), task='all_in_one',
+      channels=3, bundled_weights=name if shipped else None,
+      results=json.loads(meta.read_text()).get('results', {}) if shipped else {},
+      weights_license='Apache-2.0 (trained by jaxrestore on trainsets/BSDS500_test200)',
+      notes=('' if shipped else 'weights not shipped yet (train them: benchmarks/allinone_compare.py); ') +
+            'all-in-one, trained 300 steps x 8 patches of 64x64 with 9 degradations generated on the fly '
+            '(noise sigma 15/25/50, rain, haze, blur, low light, JPEG, coloured noise), AdamW 5e-4, cosine, L1, '
+            'by benchmarks/allinone_compare.py; the same data, steps and recipe as the other *-aio-small '
+            'presets at ~16.5 M parameters each (README: all-in-one comparison)')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ from flax import nnx
 
 from jaxrestore import kernels, layers
 from jaxrestore.mapping import ParamMap, Rule
-from jaxrestore.models.base import Architecture, ModelConfig, Preset, runtime_field
+from jaxrestore.models.base import Architecture, all_in_one_comparison_preset, ModelConfig, Preset, runtime_field
 from jaxrestore.models.restormer import (ChannelLayerNorm, Downsample, FeedForward, OverlapPatchEmbed, Upsample,
                                          conv_kwargs, gated_gelu)
 
@@ -400,7 +400,10 @@ def presets() -> list[Preset]:
   return [Preset(name='dualfreq-small', architecture='dualfreq', hyperparameters=dict(SMALL), task='all_in_one',
                  channels=3, notes=note),
           Preset(name='dualfreq-base', architecture='dualfreq', hyperparameters=dict(BASE), task='all_in_one',
-                 channels=3, notes=note)]
+                 channels=3, notes=note),
+          # Sized to ~16.5 M parameters, the smallest HAIR and PromptIR can be (their prompt widths are fixed).
+          all_in_one_comparison_preset('dualfreq-aio-small', 'dualfreq', dict(
+              BASE, num_blocks=(2, 3, 3, 4), num_refinement_blocks=2, dformer_depth=2))]
 
 
 ARCHITECTURE = Architecture(

@@ -36,7 +36,7 @@ from flax import nnx
 
 from jaxrestore import layers
 from jaxrestore.mapping import ParamMap, Rule, count_children, linear_oi_to_io
-from jaxrestore.models.base import Architecture, Preset
+from jaxrestore.models.base import Architecture, all_in_one_comparison_preset, Preset
 from jaxrestore.models import restormer
 from jaxrestore.models.restormer import (ChannelLayerNorm, Downsample, OverlapPatchEmbed, Upsample,
                                          conv_kwargs, gated_gelu, run_blocks, transformer_blocks,
@@ -356,7 +356,9 @@ def presets() -> list[Preset]:
       weights_url='https://drive.google.com/file/d/1Zr0gy8MPFI6q0rytGXuqyqLKrk8bBeQg/view',
       weights_license='no licence file in toummHus/HAIR (all rights reserved unless the authors say otherwise)',
       notes='all-in-one, 3 degradations: denoise (BSD68, sigma 15/25/50), derain (Rain100L), '
-            'dehaze (SOTS outdoor); the all-in-one protocol (jaxrestore.eval.allinone)')]
+            'dehaze (SOTS outdoor); the all-in-one protocol (jaxrestore.eval.allinone)'),
+      all_in_one_comparison_preset('hair-aio-small', 'hair', dict(
+          HAIR_3D, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1))]
 
 
 ARCHITECTURE = Architecture(

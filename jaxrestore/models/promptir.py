@@ -25,7 +25,7 @@ from flax import nnx
 
 from jaxrestore import layers
 from jaxrestore.mapping import ParamMap, Rule, linear_oi_to_io
-from jaxrestore.models.base import Architecture, Preset
+from jaxrestore.models.base import Architecture, all_in_one_comparison_preset, Preset
 from jaxrestore.models import restormer
 from jaxrestore.models.restormer import (Downsample, OverlapPatchEmbed, TransformerBlock, Upsample,
                                          conv_kwargs, run_blocks, transformer_blocks)
@@ -177,7 +177,9 @@ def presets() -> list[Preset]:
       weights_url='https://drive.google.com/file/d/1j-b5Od70pGF7oaCqKAfUzmf-N-xEAjYl/view',
       weights_license='Academic Public License, non-commercial (va1shn9v/PromptIR LICENSE.md)',
       notes='all-in-one, 3 degradations: denoise (BSD68, sigma 15/25/50), derain (Rain100L), '
-            'dehaze (SOTS outdoor); the all-in-one protocol (jaxrestore.eval.allinone)')]
+            'dehaze (SOTS outdoor); the all-in-one protocol (jaxrestore.eval.allinone)'),
+      all_in_one_comparison_preset('promptir-aio-small', 'promptir', dict(
+          PROMPTIR_3D, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1))]
 
 
 ARCHITECTURE = Architecture(

@@ -29,7 +29,7 @@ from flax import nnx
 from jaxrestore import kernels
 from jaxrestore import layers
 from jaxrestore.mapping import CheckpointMismatchError, ParamMap, Rule, conv_oihw_to_hwio, count_children
-from jaxrestore.models.base import Architecture, ModelConfig, Preset, TorchReference, runtime_field
+from jaxrestore.models.base import Architecture, all_in_one_comparison_preset, ModelConfig, Preset, TorchReference, runtime_field
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 MULTIPLE = 8  # three PixelUnshuffle(2)
@@ -393,6 +393,8 @@ def presets() -> list[Preset]:
           f'restormer-{color}-dn{sigma}', f'gaussian_{color}_denoising_sigma{sigma}.pth', task=task,
           channels=channels, noise_level=sigma, hp=dict(LayerNorm_type='BiasFree'),
           notes='official test: float noise (np.random.seed(0) per image, RGB order), not clipped'))
+  out.append(all_in_one_comparison_preset('restormer-aio-small', 'restormer', dict(
+      BASE, inp_channels=3, out_channels=3, num_blocks=(2, 3, 3, 5), num_refinement_blocks=2)))
   return out
 
 
