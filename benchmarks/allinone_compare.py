@@ -7,7 +7,7 @@ parameter count (within 10 %), then scored on the same pinned test inputs.
     python benchmarks/allinone_compare.py train --model hair --out runs/aio        # ... promptir, restormer,
                                                                                    # dualfreq-no-prior, dualfreq-no-bands
     python benchmarks/allinone_compare.py evaluate --out runs/aio                  # table (markdown + JSON)
-    python benchmarks/allinone_compare.py ship --out runs/aio   # rows -> benchmarks/results/allinone/,
+    python benchmarks/allinone_compare.py ship --out runs/aio [--unscored]  # rows -> benchmarks/results/allinone/,
                                                                 # weights -> jaxrestore/assets/<preset>/
 
 Training data: `trainsets/BSDS500_test200` (colour, disjoint from CBSD68 and from Rain100H's scenes),
@@ -299,11 +299,13 @@ PRESETS = {'dualfreq': 'dualfreq-aio-small', 'hair': 'hair-aio-small', 'promptir
            'restormer': 'restormer-aio-small'}
 
 
-def ship(out: Path, assets: Path, record: Path) -> None:
+def ship(out: Path, assets: Path, record: Path, unscored: bool = False) -> None:
   """Lands a run in the repository: every scored model's row (ablations included) and the test
   manifest go to `record` (rows from earlier runs on the same manifest stay, so the table can be
   completed over several sessions, and `record/results.md` is re-rendered from all of them); each main
-  model's float16 weights go to assets/<preset>/ with its measured scores in their metadata."""
+  model's float16 weights go to assets/<preset>/ with its measured scores in their metadata. With
+  `unscored`, a main model that is trained but not scored yet ships its weights without scores
+  (its preset says so; a later `evaluate` + `ship` adds them), so a long run is not lost."""
   import shutil
   results = table(out)
   manifest = (out / 'testsets' / 'manifest.json').read_bytes()
@@ -317,17 +319,24 @@ def ship(out: Path, assets: Path, record: Path) -> None:
   order = ['degraded input', *MODELS]
   recorded = {name: json.loads((record / f'{name.replace(" ", "-")}.json').read_text())
               for name in order if (record / f'{name.replace(" ", "-")}.json').is_file()}
-  (record / 'results.md').write_text(render(recorded))
+  if recorded:
+    (record / 'results.md').write_text(render(recorded))
   for model_name, preset in PRESETS.items():
     src, dst = out / 'runs' / model_name / 'weights', assets / preset
-    if not src.is_dir() or model_name not in results:
+    scored = model_name in results
+    if not src.is_dir() or not (scored or unscored):
       print(f'{model_name}: not trained and evaluated in {out}; its preset is left as it is')
+      continue
+    if not scored and (dst / 'jaxrestore.json').is_file() and 'results' in json.loads((dst / 'jaxrestore.json').read_text()):
+      print(f'{model_name}: {dst} already ships scored weights; unscored weights do not replace them')
       continue
     if dst.exists():
       shutil.rmtree(dst)
     shutil.copytree(src, dst)
     meta = json.loads((dst / 'jaxrestore.json').read_text())
-    meta.update(preset=preset, results=results[model_name]['scores'], test_manifest_sha256=manifest_sha)
+    meta.update(preset=preset, test_manifest_sha256=manifest_sha)
+    if scored:
+      meta['results'] = results[model_name]['scores']
     (dst / 'jaxrestore.json').write_text(json.dumps(meta, indent=2) + '\n')
     print(f'{model_name} -> {dst}')
 
@@ -349,6 +358,7 @@ def main(argv=None) -> int:
   p.add_argument('--out', type=Path, required=True)
   p.add_argument('--assets', type=Path, default=REPO / 'jaxrestore' / 'assets')
   p.add_argument('--record', type=Path, default=REPO / 'benchmarks' / 'results' / 'allinone')
+  p.add_argument('--unscored', action='store_true', help='also ship trained models that are not scored yet')
   args = parser.parse_args(argv)
   if args.command == 'prepare':
     prepare(args.out)
@@ -357,7 +367,7 @@ def main(argv=None) -> int:
   elif args.command == 'evaluate':
     evaluate(args.out, args.models.split(','))
   else:
-    ship(args.out, args.assets, args.record)
+    ship(args.out, args.assets, args.record, unscored=args.unscored)
   return 0
 
 

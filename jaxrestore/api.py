@@ -63,8 +63,9 @@ def load(name: str | None = None, weights: str | os.PathLike | None = None, *,
     weights = find_weights(preset)
     if weights is None:
       where = ', '.join(str(d) for d in weights_search_path())
-      message = (f'no weights found for preset {preset.name!r}: download {preset.weights_url} into one '
-                 f'of [{where}] (or pass weights=...)')
+      fetch = (f'download {preset.weights_url} into' if preset.weights_url else
+               f'{preset.notes.split(";")[0]}; put them in')
+      message = f'no weights found for preset {preset.name!r}: {fetch} one of [{where}] (or pass weights=...)'
       if pretrained:
         raise FileNotFoundError(message)
       warnings.warn(message + '; returning a randomly initialised model', stacklevel=2)

@@ -67,6 +67,13 @@ def test_prepare_train_evaluate_ship(harness, fake_root, tmp_path, monkeypatch):
   meta = json.loads((weights / 'jaxrestore.json').read_text())
   assert meta['stored_dtype'] == 'float16' and meta['steps'] == 2 and 'BSDS500_test200' in meta['data']
 
+  assets, record = tmp_path / 'assets', tmp_path / 'record'
+  harness.ship(out, assets, record)  # trained, not scored: nothing ships ...
+  assert not (assets / 'dualfreq-aio-small').exists()
+  harness.ship(out, assets, record, unscored=True)  # ... unless asked: weights without scores
+  early = json.loads((assets / 'dualfreq-aio-small' / 'jaxrestore.json').read_text())
+  assert 'results' not in early and early['preset'] == 'dualfreq-aio-small'
+
   results = harness.evaluate(out, ['dualfreq'])
   assert list(results) == ['degraded input', 'dualfreq']
   scores = results['dualfreq']['scores']
@@ -74,8 +81,6 @@ def test_prepare_train_evaluate_ship(harness, fake_root, tmp_path, monkeypatch):
   table = (out / 'results.md').read_text()
   assert table.splitlines()[0].startswith('| model | params | train min | cbsd68_sigma15 |') and '| dualfreq |' in table
 
-  assets, record = tmp_path / 'assets', tmp_path / 'record'
-  (record).mkdir()
   (record / 'hair.json').write_text(json.dumps(dict(results['dualfreq'], params=7)))  # an earlier run's row
   harness.ship(out, assets, record)
   shipped = json.loads((assets / 'dualfreq-aio-small' / 'jaxrestore.json').read_text())
@@ -89,6 +94,8 @@ def test_prepare_train_evaluate_ship(harness, fake_root, tmp_path, monkeypatch):
     harness.ship(out, assets, record)  # rows on other inputs never mix
 
   (out / 'runs' / 'dualfreq' / 'scores.json').unlink()
+  harness.ship(out, assets, tmp_path / 'record2', unscored=True)  # unscored never replaces scored weights
+  assert json.loads((assets / 'dualfreq-aio-small' / 'jaxrestore.json').read_text())['results'] == scores
   lq = next((out / 'testsets' / 'rain100h' / 'lq').iterdir())
   lq.write_bytes(lq.read_bytes() + b'x')
   with pytest.raises(SystemExit, match='checksum differs'):

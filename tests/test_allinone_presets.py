@@ -23,6 +23,9 @@ from conftest import REPO
 RECORD = REPO / 'benchmarks' / 'results' / 'allinone'
 PRESETS = {'dualfreq-aio-small': 'dualfreq', 'hair-aio-small': 'hair', 'promptir-aio-small': 'promptir',
            'restormer-aio-small': 'restormer'}
+# Shipped with their comparison scores. restormer-aio-small is declared but not shipped yet: its run's
+# weights and record were lost with an interrupted session and are being re-made (same recipe and seed).
+SCORED = {name: row for name, row in PRESETS.items() if name != 'restormer-aio-small'}
 
 
 def _set14(data_dir, size, count):
@@ -36,7 +39,7 @@ def _set14(data_dir, size, count):
   return out[:count]
 
 
-@pytest.mark.parametrize('name', sorted(PRESETS))
+@pytest.mark.parametrize('name', sorted(SCORED))
 def test_preset_is_shipped_with_its_scores(name):
   preset = jaxrestore.get_preset(name)
   assert preset.bundled_weights == name and find_weights(preset) == ASSETS / name
@@ -48,7 +51,16 @@ def test_preset_is_shipped_with_its_scores(name):
   assert meta['test_manifest_sha256'] == recorded['manifest_sha256'] == hashlib.sha256(manifest).hexdigest()
 
 
-@pytest.mark.parametrize('name', sorted(PRESETS))
+@pytest.mark.parametrize('name', sorted(set(PRESETS) - set(SCORED)))
+def test_unshipped_preset_says_so_and_loading_it_names_the_problem(name):
+  preset = jaxrestore.get_preset(name)
+  assert preset.bundled_weights is None and preset.results == {} and not (ASSETS / name).exists()
+  assert preset.notes.startswith('weights not shipped yet')
+  with pytest.raises(FileNotFoundError, match=f"'{name}': weights not shipped yet .*allinone_compare"):
+    jaxrestore.load(name, pretrained=True)
+
+
+@pytest.mark.parametrize('name', sorted(SCORED))
 def test_preset_restores_unseen_noisy_image_at_odd_size(name, data_dir):
   model = jaxrestore.load(name, pretrained=True)
   clean = _set14(data_dir, 160, 2)[1][:67, :93]  # odd size: padded inside, cropped back
@@ -59,7 +71,7 @@ def test_preset_restores_unseen_noisy_image_at_odd_size(name, data_dir):
   assert gain > 4.0, (name, gain)  # 20.3 dB input; a trained denoiser gains several dB
 
 
-@pytest.mark.parametrize('name', sorted(PRESETS))
+@pytest.mark.parametrize('name', sorted(SCORED))
 def test_eval_reproduces_recorded_per_image_scores(name, tmp_path):
   """The user's `jaxrestore eval` path (all-in-one protocol, the same seeded noise stream) gives the
   scores the comparison recorded for the first CBSD68 sigma-15 images."""

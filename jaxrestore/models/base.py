@@ -140,12 +140,18 @@ def all_in_one_comparison_preset(name: str, architecture: str, hyperparameters: 
   source, so the preset and its assets cannot disagree)."""
   meta = ASSETS / name / 'jaxrestore.json'
   shipped = meta.is_file()
+  results = json.loads(meta.read_text()).get('results', {}) if shipped else {}
+  if not shipped:
+    status = 'weights not shipped yet (train them: benchmarks/allinone_compare.py); '
+  elif not results:
+    status = 'weights shipped, scores pending (benchmarks/allinone_compare.py evaluate, then ship); '
+  else:
+    status = ''
   return Preset(
       name=name, architecture=architecture, hyperparameters=dict(hyperparameters), task='all_in_one',
-      channels=3, bundled_weights=name if shipped else None,
-      results=json.loads(meta.read_text()).get('results', {}) if shipped else {},
+      channels=3, bundled_weights=name if shipped else None, results=results,
       weights_license='Apache-2.0 (trained by jaxrestore on trainsets/BSDS500_test200)',
-      notes=('' if shipped else 'weights not shipped yet (train them: benchmarks/allinone_compare.py); ') +
+      notes=status +
             'all-in-one, trained 300 steps x 8 patches of 64x64 with 9 degradations generated on the fly '
             '(noise sigma 15/25/50, rain, haze, blur, low light, JPEG, coloured noise), AdamW 5e-4, cosine, L1, '
             'by benchmarks/allinone_compare.py; the same data, steps and recipe as the other *-aio-small '
