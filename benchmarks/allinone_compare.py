@@ -137,7 +137,7 @@ def prepare(out: Path) -> dict:
                                       gt=_save(out / name / 'gt' / (p.stem + '.png'), clean), seed=seed)
       manifest['sets'][name] = files
   (out / 'manifest.json').write_text(json.dumps(manifest, indent=1, sort_keys=True) + '\n')
-  digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+  digest = sha256_file(out / 'manifest.json')  # the digest `score` and `ship` record
   print(f'wrote {sum(len(v) for v in manifest["sets"].values())} pairs in {len(manifest["sets"])} sets to {out}; '
         f'manifest sha256 {digest}')
   return manifest
@@ -215,7 +215,7 @@ def score(out: Path, model_name: str) -> dict:
   model = jaxrestore.load(weights=run / 'weights')
   row = dict(params=int(sum(v.size for v in params_of(model).values())), steps=summary['steps'],
              train_wall_minutes=summary['wall_minutes'], train_process_cpu_minutes=summary['process_cpu_minutes'],
-             manifest_sha256=hashlib.sha256((out / 'testsets' / 'manifest.json').read_bytes()).hexdigest(),
+             manifest_sha256=sha256_file(out / 'testsets' / 'manifest.json'),
              scores={}, images={})  # images: set -> file -> [psnr, ssim]
   t0, cpu0 = time.time(), time.process_time()
   partial = run / 'scores.partial.json'  # sets already scored by an interrupted run (same manifest)
