@@ -6,8 +6,13 @@ Each stage of one Swin block (LayerNorm, qkv projection, window partition + cycl
 attention core, output projection, reverse, MLP) and of the convolutions is jitted on its own at the
 real shapes of SwinIR-M and timed (median of `repeats`, JAX and PyTorch interleaved), then
 multiplied by how often the network runs it. The sum is compared with the whole forward pass, and
-the matmul-rate floor (FLOPs / the best measured GEMM rate) is printed. Check `uptime` first: the
-load average is printed, and timings taken under load are not comparable.
+the matmul-rate floor (FLOPs / the best measured GEMM rate) is printed.
+
+Then the whole jitted forward is traced (`jax.profiler`) and XLA:CPU's own per-thunk times are grouped
+by what each fused kernel computes (its HLO ops and output shape): this is the profile of the code
+that actually runs, fusions included, and its top 5 are what the README cites. `--xla-only` prints
+just that part. Check `uptime` first: the load average is printed, and timings taken under load are
+not comparable.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ def main(argv=None) -> int:
   parser.add_argument('--batch', type=int, default=1)
   parser.add_argument('--repeats', type=int, default=7)
   parser.add_argument('--no-torch', action='store_true')
+  parser.add_argument('--xla-only', action='store_true', help='only the traced whole-forward breakdown')
   args = parser.parse_args(argv)
 
   import jax
@@ -47,6 +53,11 @@ def main(argv=None) -> int:
   print(f'load average {" / ".join(f"{v:.2f}" for v in os.getloadavg())}, {os.cpu_count()} cores, '
         f'jax {jax.__version__}')
   model = jaxrestore.load(args.preset, pretrained=False)
+  if args.xla_only:
+    x = jnp.asarray(np.random.default_rng(0).random((args.batch, args.size, args.size, model.config.in_chans)),
+                    jnp.float32)
+    print_xla_profile(model, x)
+    return 0
   cfg = model.config
   b, s, c = args.batch, args.size, cfg.embed_dim
   ws, heads = cfg.window_size, cfg.num_heads[0]
@@ -156,8 +167,93 @@ def main(argv=None) -> int:
   best = 2 * 2048 ** 3 / median_time(lambda: jax.block_until_ready(gemm(a2, a2)), args.repeats)
   print(f'{flops / 1e9:.1f} GFLOP per forward; best JAX GEMM rate (2048^3) {best / 1e9:.0f} GFLOP/s; '
         f'floor {flops / best:.2f} s; whole forward reaches {flops / best / wj * 100:.0f}% of it')
+  print_xla_profile(model, jnp.asarray(rng.random((b, s, s, cfg.in_chans)), jnp.float32))
   print(f'load average after: {" / ".join(f"{v:.2f}" for v in os.getloadavg())}')
   return 0
+
+
+def describe_fusion(ops: list[tuple[str, str]]) -> str:
+  """A readable name for one fused kernel from its HLO ops: [(opcode, shape), ...]."""
+  kinds = [k for k, _ in ops]
+  dots = [shape for k, shape in ops if k == 'dot']
+  if 'convolution' in kinds:
+    return 'convolution' + (' + LayerNorm' if 'rsqrt' in kinds else '')
+  if len(dots) >= 2 and 'exponential' in kinds:
+    return 'attention core (q·kᵀ, bias, mask, softmax, ·v)'
+  if dots:
+    return ('LayerNorm + ' if 'rsqrt' in kinds else '') + f'matmul -> {dots[-1]}'
+  if 'erf' in kinds or ('abs' in kinds and 'compare' in kinds and kinds.count('multiply') > 4):
+    return 'GELU (exact erf)'
+  if 'rsqrt' in kinds:
+    return 'LayerNorm'
+  if 'transpose' in kinds and 'slice' in kinds:
+    return 'bias + split into q, k, v (transpose)'
+  if 'transpose' in kinds:
+    return 'window partition / reverse (transpose)' + (' + residual add' if 'add' in kinds else '')
+  if 'concatenate' in kinds:
+    return 'cyclic shift (roll)' + (' + residual add' if 'add' in kinds else '')
+  if kinds == ['broadcast']:
+    return 'materialised broadcast'
+  return ' + '.join(sorted(set(k for k in kinds if k not in ('bitcast', 'constant', 'broadcast')))) or 'other'
+
+
+def print_xla_profile(model, x, rounds: int = 2) -> list[tuple[float, str]]:
+  """Traces the jitted forward and prints XLA:CPU's per-thunk time grouped by fused-kernel kind."""
+  import collections
+  import glob
+  import gzip
+  import json
+  import re
+  import tempfile
+
+  import jax
+  from flax import nnx
+  graphdef, state = nnx.split(model)
+  forward = jax.jit(lambda st, v: nnx.merge(graphdef, st)(v))
+  compiled = forward.lower(state, x).compile()
+  hlo = compiled.as_text()
+  computations, current = {}, None
+  for line in hlo.splitlines():
+    head = re.match(r'^(?:ENTRY )?%([\w.\-]+) .*\{$', line)
+    if head:
+      current = computations.setdefault(head.group(1), [])
+      continue
+    op = re.match(r'\s*(?:ROOT )?%[\w.\-]+ = (\S+) ([\w\-]+)\(', line)
+    if current is not None and op:
+      current.append((op.group(2), op.group(1).split('{')[0]))
+  labels = {}
+  for line in hlo.splitlines():
+    inst = re.match(r'\s*(?:ROOT )?%([\w.\-]+) = (\S+) (\w[\w\-]*)\((.*)', line)
+    if not inst:
+      continue
+    name, shape, opcode, rest = inst.groups()
+    called = re.search(r'calls=%([\w.\-]+)', rest)
+    ops = [o for o in computations.get(called.group(1), []) if o[0] != 'parameter'] if called else [(opcode, shape)]
+    labels[name] = describe_fusion(ops)
+  jax.block_until_ready(compiled(state, x))
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(rounds):
+        jax.block_until_ready(compiled(state, x))
+    trace = json.load(gzip.open(glob.glob(f'{trace_dir}/**/*.trace.json.gz', recursive=True)[0]))
+  events = trace['traceEvents'] if isinstance(trace, dict) else trace
+  total = collections.Counter()
+  calls = collections.Counter()
+  for event in events:
+    if event.get('ph') == 'X' and event['name'] in labels:
+      total[labels[event['name']]] += event.get('dur', 0) / 1e6 / rounds
+      calls[labels[event['name']]] += 1
+  busy = sum(total.values())
+  print(f'\nXLA:CPU per-thunk time of the whole jitted forward ({rounds} traced runs; kernels may run '
+        f'concurrently, so the sum {busy:.2f} s can exceed the wall time):\n')
+  print('| fused kernel | calls | s per forward | share |')
+  print('|---|---|---|---|')
+  rows = sorted(((t, name) for name, t in total.items()), reverse=True)
+  for t, name in rows:
+    if t >= 0.005:
+      print(f'| {name} | {calls[name] // rounds} | {t:.3f} | {t / busy:.0%} |')
+  print('top 5 (traced): ' + '; '.join(f'{name} {t:.2f} s' for t, name in rows[:5]))
+  return rows
 
 
 if __name__ == '__main__':

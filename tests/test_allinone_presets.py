@@ -23,9 +23,6 @@ from conftest import REPO
 RECORD = REPO / 'benchmarks' / 'results' / 'allinone'
 PRESETS = {'dualfreq-aio-small': 'dualfreq', 'hair-aio-small': 'hair', 'promptir-aio-small': 'promptir',
            'restormer-aio-small': 'restormer'}
-# Shipped with their comparison scores. restormer-aio-small ships its weights (the same recipe and seed)
-# but its scores are pending: an interrupted session lost its record, and scoring is re-run separately.
-SCORED = {name: row for name, row in PRESETS.items() if name != 'restormer-aio-small'}
 
 
 def _set14(data_dir, size, count):
@@ -39,7 +36,7 @@ def _set14(data_dir, size, count):
   return out[:count]
 
 
-@pytest.mark.parametrize('name', sorted(SCORED))
+@pytest.mark.parametrize('name', sorted(PRESETS))
 def test_preset_is_shipped_with_its_scores(name):
   preset = jaxrestore.get_preset(name)
   assert preset.bundled_weights == name and find_weights(preset) == ASSETS / name
@@ -51,15 +48,21 @@ def test_preset_is_shipped_with_its_scores(name):
   assert meta['test_manifest_sha256'] == recorded['manifest_sha256'] == hashlib.sha256(manifest).hexdigest()
 
 
-@pytest.mark.parametrize('name', sorted(set(PRESETS) - set(SCORED)))
-def test_unscored_preset_ships_weights_and_says_its_scores_are_pending(name):
-  preset = jaxrestore.get_preset(name)
-  meta = json.loads((ASSETS / name / 'jaxrestore.json').read_text())
-  assert preset.bundled_weights == name and find_weights(preset) == ASSETS / name
-  assert meta['stored_dtype'] == 'float16' and meta['steps'] == 300 and meta['preset'] == name
-  assert preset.results == {} and 'results' not in meta and preset.notes.startswith('weights shipped, scores pending')
-  manifest = (RECORD / 'manifest.json').read_bytes()
-  assert meta['test_manifest_sha256'] == hashlib.sha256(manifest).hexdigest()
+def test_preset_says_when_its_weights_or_scores_are_missing(tmp_path, monkeypatch):
+  """A preset declared before its run is shipped, or shipped before it is scored, says so."""
+  from jaxrestore.models import base
+  monkeypatch.setattr(base, 'ASSETS', tmp_path)
+  hp = dict(dim=8)
+  unshipped = base.all_in_one_comparison_preset('x-aio-small', 'restormer', hp)
+  assert unshipped.bundled_weights is None and unshipped.notes.startswith('weights not shipped yet')
+  (tmp_path / 'x-aio-small').mkdir()
+  (tmp_path / 'x-aio-small' / 'jaxrestore.json').write_text(json.dumps(dict(steps=300)))
+  unscored = base.all_in_one_comparison_preset('x-aio-small', 'restormer', hp)
+  assert unscored.bundled_weights == 'x-aio-small' and unscored.results == {}
+  assert unscored.notes.startswith('weights shipped, scores pending')
+  (tmp_path / 'x-aio-small' / 'jaxrestore.json').write_text(json.dumps(dict(results={'a': {'psnr': 1.0}})))
+  scored = base.all_in_one_comparison_preset('x-aio-small', 'restormer', hp)
+  assert scored.results == {'a': {'psnr': 1.0}} and scored.notes.startswith('all-in-one')
 
 
 @pytest.mark.parametrize('name', sorted(PRESETS))
@@ -73,7 +76,7 @@ def test_preset_restores_unseen_noisy_image_at_odd_size(name, data_dir):
   assert gain > 4.0, (name, gain)  # 20.3 dB input; a trained denoiser gains several dB
 
 
-@pytest.mark.parametrize('name', sorted(SCORED))
+@pytest.mark.parametrize('name', sorted(PRESETS))
 def test_eval_reproduces_recorded_per_image_scores(name, tmp_path):
   """The user's `jaxrestore eval` path (all-in-one protocol, the same seeded noise stream) gives the
   scores the comparison recorded for the first CBSD68 sigma-15 images."""

@@ -201,13 +201,26 @@ class WindowAttention(nnx.Module):
     bias = self.relative_position_bias_table[...][index].reshape(n, n, self.num_heads)
     return bias.transpose(2, 0, 1)
 
+  def scaled_qkv(self, x):
+    """qkv(x) with the attention scale folded into q's weights: scaling the (C, C) block once costs
+    nothing, while scaling q itself makes XLA:CPU materialise a full-size broadcast of the scale."""
+    c = x.shape[-1]
+    column_scale = jnp.concatenate([jnp.full((c,), self.scale, jnp.float32), jnp.ones((2 * c,), jnp.float32)])
+    kernel = self.qkv.kernel[...]
+    kernel = (kernel * column_scale.astype(kernel.dtype)).astype(self.qkv.dtype or x.dtype)
+    y = jnp.dot(x.astype(kernel.dtype), kernel, precision=self.qkv.precision)
+    if self.qkv.bias is not None:
+      bias = self.qkv.bias[...]
+      y = y + (bias * column_scale.astype(bias.dtype)).astype(y.dtype)
+    return y
+
   def __call__(self, x, mask=None):
     windows, n, c = x.shape
-    qkv = self.qkv(x).reshape(windows, n, 3, self.num_heads, c // self.num_heads)
+    qkv = self.scaled_qkv(x).reshape(windows, n, 3, self.num_heads, c // self.num_heads)
     q, k, v = qkv.transpose(2, 0, 3, 1, 4)
     attend = kernels.get_window_attention(self.attention)
     out = attend(q, k, v, self.relative_position_bias().astype(q.dtype),
-                 None if mask is None else jnp.asarray(mask, q.dtype), scale=self.scale)
+                 None if mask is None else jnp.asarray(mask, q.dtype), scale=1.0)
     return self.proj(out.transpose(0, 2, 1, 3).reshape(windows, n, c))
 
 
