@@ -62,8 +62,7 @@ def window_attention_reference(q, k, v, bias, mask=None, *, scale=None):
     scores = scores.reshape(windows // mask_windows, mask_windows, heads, n, n) + bias[None]
     scores = scores.reshape(windows, heads, n, n)
   # Normalise after the weighted sum: dividing (N, D) outputs instead of (N, N) probabilities is
-  # the same softmax up to rounding and ~10% faster for the whole of SwinIR-M on XLA:CPU
-  # (benchmarks/profile_swinir_cpu.py).
+  # the same softmax up to rounding, and cheaper on XLA:CPU (README: SwinIR speed on CPU).
   unnormalised = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
   out = jnp.einsum('whnm,whmd->whnd', unnormalised.astype(v.dtype), v,
                    preferred_element_type=jnp.float32)

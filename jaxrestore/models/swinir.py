@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.nnx.nn.dtypes import promote_dtype
 
 from jaxrestore import kernels
 from jaxrestore import layers
@@ -206,13 +207,11 @@ class WindowAttention(nnx.Module):
     nothing, while scaling q itself makes XLA:CPU materialise a full-size broadcast of the scale."""
     c = x.shape[-1]
     column_scale = jnp.concatenate([jnp.full((c,), self.scale, jnp.float32), jnp.ones((2 * c,), jnp.float32)])
-    kernel = self.qkv.kernel[...]
-    kernel = (kernel * column_scale.astype(kernel.dtype)).astype(self.qkv.dtype or x.dtype)
-    y = jnp.dot(x.astype(kernel.dtype), kernel, precision=self.qkv.precision)
-    if self.qkv.bias is not None:
-      bias = self.qkv.bias[...]
-      y = y + (bias * column_scale.astype(bias.dtype)).astype(y.dtype)
-    return y
+    kernel = self.qkv.kernel[...] * column_scale.astype(self.qkv.kernel.dtype)
+    bias = None if self.qkv.bias is None else self.qkv.bias[...] * column_scale.astype(self.qkv.bias.dtype)
+    x, kernel, bias = promote_dtype((x, kernel, bias), dtype=self.qkv.dtype)  # as nnx.Linear does
+    y = jnp.dot(x, kernel, precision=self.qkv.precision)
+    return y if bias is None else y + bias
 
   def __call__(self, x, mask=None):
     windows, n, c = x.shape
