@@ -4,8 +4,9 @@ Every (framework, preset, size, batch) runs in a fresh subprocess so peak RSS is
 `rounds` > 1 the JAX and PyTorch processes alternate round by round and the median over rounds is
 reported, so a load change during the run hits both sides alike. The PyTorch side is the
 architecture's declared reference implementation (`Architecture.torch_reference`, e.g. spandrel's
-SwinIR and DnCNN, spandrel-extra-arches' Restormer; from the test extra); an architecture without one
-gets JAX rows only and says so. Random weights with the preset's hyperparameters: speed does not
+SwinIR and DnCNN, spandrel-extra-arches' Restormer; from the test extra), or, for official code with
+no pip package (PromptIR, HAIR), that code imported from a checkout the user passes with `--official
+NAME=DIR` (never vendored); an architecture without one gets JAX rows only and says so. Random weights with the preset's hyperparameters: speed does not
 depend on the values. The machine's load average is printed with the results: numbers taken under
 load are not comparable.
 """
@@ -38,11 +39,41 @@ def _unavailable_torchvision_name(name: str):
   return unavailable
 
 
-def import_torch_reference(reference):
+def resolve_officials(pairs) -> dict[str, str]:
+  """`NAME=DIR` pairs -> {architecture: absolute DIR}, checked before any timing: NAME must be an
+  architecture whose PyTorch reference is official code from a checkout, and DIR must hold its module."""
+  from pathlib import Path
+  from jaxrestore import registry
+  officials = {}
+  for pair in pairs or ():
+    name, sep, folder = pair.partition('=')
+    if not sep or not name or not folder:
+      raise ValueError(f'--official {pair!r}: expected NAME=DIR, e.g. hair=/path/to/HAIR')
+    try:
+      reference = registry.get_architecture(name).torch_reference
+    except ValueError as e:
+      raise ValueError(f'--official {pair!r}: {e}') from None
+    if reference is None or reference.checkout is None:
+      raise ValueError(f'--official {pair!r}: {name} needs no checkout (its PyTorch reference is '
+                       + (f'the pip package {reference.package})' if reference else 'absent)'))
+    module_file = Path(folder) / (reference.module.replace('.', '/') + '.py')
+    if not module_file.is_file():
+      raise ValueError(f'--official {pair!r}: {module_file} not found (expected a checkout of {reference.checkout})')
+    officials[name] = str(Path(folder).resolve())
+  return officials
+
+
+def import_torch_reference(reference, checkout_dir: str | None = None):
   """The reference's PyTorch class. spandrel imports torchvision at import time for two architectures
   (LaMa, RestoreFormer) that are never built here; PyPI's torchvision does not import beside the
   pinned CPU torch, so when it is missing an empty stand-in module takes its place (only in this
-  benchmark subprocess)."""
+  benchmark subprocess). Official code comes from `checkout_dir` (this subprocess imports nothing
+  else from there)."""
+  if reference.checkout is not None:
+    if checkout_dir is None:
+      raise RuntimeError(f'{reference.cls}: the PyTorch reference is the official code at {reference.checkout} '
+                         '(no pip package): pass a checkout with --official')
+    sys.path.insert(0, checkout_dir)
   try:
     importlib.import_module('torchvision.transforms.functional')
   except ImportError:
@@ -54,11 +85,14 @@ def import_torch_reference(reference):
   try:
     module = importlib.import_module(reference.module)
   except ImportError as e:
+    if reference.checkout is not None:
+      raise ImportError(f'importing {reference.module} from {checkout_dir} (a checkout of {reference.checkout}): {e}') from e
     raise ImportError(f'the PyTorch reference needs {reference.package} (pip install {reference.package}): {e}') from e
   return getattr(module, reference.cls)
 
 
-def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: int, dtype: str) -> dict:
+def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: int, dtype: str,
+             checkout_dir: str | None = None) -> dict:
   import numpy as np
   import jaxrestore
   from jaxrestore import registry
@@ -80,7 +114,7 @@ def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: i
     if arch.torch_reference is None:
       raise RuntimeError(f'{arch.name} declares no installable PyTorch reference')
     import torch
-    torch_cls = import_torch_reference(arch.torch_reference)
+    torch_cls = import_torch_reference(arch.torch_reference, checkout_dir)
     torch.set_num_threads(os.cpu_count())
     config = arch.make_config(preset.hyperparameters)
     tmodel = torch_cls(**arch.torch_reference.kwargs(config)).eval()
@@ -111,16 +145,25 @@ def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: i
 
 
 def run_bench(presets=DEFAULT_PRESETS, sizes=(128, 256), batches=(1, 8), repeats=3, dtype='fp32',
-              frameworks=('jax', 'torch'), rounds=1, timeout=3600, out=sys.stdout) -> list[dict]:
-  """One row per (preset, size, batch, framework): the median over rounds of each round's median."""
+              frameworks=('jax', 'torch'), rounds=1, timeout=3600, out=sys.stdout, officials=None) -> list[dict]:
+  """One row per (preset, size, batch, framework): the median over rounds of each round's median.
+  `officials`: {architecture: checkout dir} for references that are official code (`resolve_officials`)."""
   import numpy as np
   from jaxrestore import registry
+  officials = officials or {}
+  arch_of = lambda preset: registry.get_architecture(registry.get_preset(preset).architecture)
+
+  def comparable(arch) -> bool:
+    reference = arch.torch_reference
+    return reference is not None and (reference.checkout is None or arch.name in officials)
+
   runs: dict[tuple, list[dict]] = {}
   for _ in range(rounds):
     for preset, size, batch, fw in itertools.product(presets, sizes, batches, frameworks):
-      if fw.startswith('torch') and registry.get_architecture(registry.get_preset(preset).architecture).torch_reference is None:
+      if fw.startswith('torch') and not comparable(arch_of(preset)):
         continue
-      cmd = [sys.executable, '-m', 'jaxrestore.bench', '--one', fw, preset, str(size), str(batch), str(repeats), dtype]
+      cmd = [sys.executable, '-m', 'jaxrestore.bench', '--one', fw, preset, str(size), str(batch), str(repeats), dtype,
+             officials.get(arch_of(preset).name, '')]
       proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
       if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ['failed'])[-1]
@@ -129,10 +172,14 @@ def run_bench(presets=DEFAULT_PRESETS, sizes=(128, 256), batches=(1, 8), repeats
       row = json.loads(proc.stdout.strip().splitlines()[-1])
       runs.setdefault((preset, size, batch, fw), []).append(row)
   for preset in presets:
-    arch = registry.get_architecture(registry.get_preset(preset).architecture)
-    if any(fw.startswith('torch') for fw in frameworks) and arch.torch_reference is None:
-      print(f'  {preset}: no PyTorch row -- {arch.name} has no pip-installable reference '
-            f'({arch.description or "see benchmarks/"})', file=out)
+    arch = arch_of(preset)
+    if any(fw.startswith('torch') for fw in frameworks) and not comparable(arch):
+      if arch.torch_reference is None:
+        print(f'  {preset}: no PyTorch row -- {arch.name} has no PyTorch reference to run '
+              f'({arch.description or "see benchmarks/"})', file=out)
+      else:
+        print(f'  {preset}: no PyTorch row -- {arch.name}\'s reference is the official code at '
+              f'{arch.torch_reference.checkout} (no pip package): pass --official {arch.name}=DIR', file=out)
   rows = []
   for key, rs in runs.items():
     row = dict(rs[0])
@@ -182,5 +229,5 @@ def machine_line() -> str:
 
 
 if __name__ == '__main__' and len(sys.argv) > 1 and sys.argv[1] == '--one':
-  fw, preset, size, batch, repeats, dtype = sys.argv[2:8]
-  print(json.dumps(_run_one(fw, preset, int(size), int(batch), int(repeats), dtype)))
+  fw, preset, size, batch, repeats, dtype, checkout = sys.argv[2:9]
+  print(json.dumps(_run_one(fw, preset, int(size), int(batch), int(repeats), dtype, checkout or None)))

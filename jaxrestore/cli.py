@@ -257,6 +257,11 @@ def _cmd_bench(args) -> int:
   for name in presets:
     jaxrestore.get_preset(name)  # unknown names fail here, before any timing
   from jaxrestore import bench
+  try:
+    officials = bench.resolve_officials(args.official)
+  except ValueError as e:
+    print(f'jaxrestore bench: {e}', file=sys.stderr)
+    return EXIT_USAGE
   sizes = (32,) if args.smoke else args.sizes
   batches = (1,) if args.smoke else args.batches
   repeats = 1 if args.smoke else args.repeats
@@ -266,7 +271,8 @@ def _cmd_bench(args) -> int:
         + ', forward only, random weights)')
   try:
     frameworks = ('jax',) if args.jax_only else ('jax', 'torch') + (('torch-compile',) if args.compare_compile else ())
-    rows = bench.run_bench(presets, sizes, batches, repeats, args.dtype, rounds=rounds, frameworks=frameworks)
+    rows = bench.run_bench(presets, sizes, batches, repeats, args.dtype, rounds=rounds, frameworks=frameworks,
+                           officials=officials)
   except KeyboardInterrupt:
     print('jaxrestore bench: interrupted; no table printed' + (f', nothing written to {json_path}' if json_path else ''),
           file=sys.stderr)
@@ -784,6 +790,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--compare-compile', action='store_true',
                  help='add a torch.compile (inductor) column, compiled in its own process (first call reported)')
   p.add_argument('--smoke', action='store_true', help='tiny sizes, one repeat: checks the pipeline only')
+  p.add_argument('--official', action='append', metavar='NAME=DIR',
+                 help="a checkout of the official code that is architecture NAME's PyTorch reference when it has "
+                      'no pip package (e.g. hair=DIR, DIR a checkout of github.com/toummHus/HAIR); repeatable')
   p.add_argument('--json', help='also write the rows to this new JSON file')
   p.set_defaults(func=_cmd_bench)
 

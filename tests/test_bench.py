@@ -3,6 +3,9 @@ numbers are not asserted."""
 from __future__ import annotations
 
 import io
+import json
+
+import pytest
 
 from jaxrestore import bench, cli
 
@@ -18,9 +21,54 @@ def test_bench_smoke(capsys):
 
 def test_bench_says_which_architectures_it_cannot_compare():
   out = io.StringIO()
-  rows = bench.run_bench(('hair-3d',), (32,), (1,), 1, 'fp32', frameworks=('torch',), out=out)
+  rows = bench.run_bench(('hair-3d', 'dualfreq-small'), (32,), (1,), 1, 'fp32', frameworks=('torch',), out=out)
   assert rows == []
-  assert 'hair-3d: no PyTorch row' in out.getvalue() and 'allinone_forward_cpu.py' in out.getvalue()
+  text = out.getvalue()
+  assert 'hair-3d: no PyTorch row' in text and 'github.com/toummHus/HAIR' in text and '--official hair=DIR' in text
+  assert 'dualfreq-small: no PyTorch row -- dualfreq has no PyTorch reference' in text
+
+
+FAKE_OFFICIAL_HAIR = """
+import json, os
+import torch
+
+class HAIR(torch.nn.Module):  # stands in for the official class: records how the benchmark built it
+  def __init__(self, **kwargs):
+    super().__init__()
+    self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+    with open(os.path.join(os.path.dirname(__file__), 'constructed.json'), 'w') as f:
+      json.dump(kwargs, f)
+
+  def forward(self, x):
+    return self.conv(x)
+"""
+
+
+def test_bench_runs_official_code_from_a_checkout(tmp_path):
+  """PromptIR and HAIR have no pip package: their PyTorch rows import the official module from the
+  checkout the user passes (`--official NAME=DIR`), built with the preset's constructor keywords."""
+  (tmp_path / 'net').mkdir()
+  (tmp_path / 'net' / 'HAIR.py').write_text(FAKE_OFFICIAL_HAIR)
+  officials = bench.resolve_officials([f'hair={tmp_path}'])
+  assert officials == {'hair': str(tmp_path.resolve())}
+  out = io.StringIO()
+  rows = bench.run_bench(('hair-aio-small',), (32,), (1,), 1, 'fp32', frameworks=('torch',), out=out,
+                         officials=officials)
+  assert [(r['framework'], r['preset'], r['size']) for r in rows] == [('torch', 'hair-aio-small', 32)], out.getvalue()
+  built = json.loads((tmp_path / 'net' / 'constructed.json').read_text())
+  assert built == dict(inp_channels=3, out_channels=3, dim=48, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1,
+                       heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type='WithBias')
+
+
+@pytest.mark.parametrize('pair, message', [
+    ('hair', 'expected NAME=DIR'),
+    ('swinir={tmp}', 'swinir needs no checkout (its PyTorch reference is the pip package spandrel'),
+    ('nonet={tmp}', "unknown architecture 'nonet'"),
+    ('hair={tmp}', 'net/HAIR.py not found (expected a checkout of github.com/toummHus/HAIR)'),
+])
+def test_bench_official_checkout_errors(tmp_path, capsys, pair, message):
+  assert cli.main(['bench', '--smoke', '--presets', 'hair-aio-small', '--official', pair.format(tmp=tmp_path)]) == 2
+  assert message in capsys.readouterr().err
 
 
 def test_bench_compare_compile_adds_a_torch_compile_column(capsys):

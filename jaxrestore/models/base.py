@@ -160,11 +160,18 @@ def all_in_one_comparison_preset(name: str, architecture: str, hyperparameters: 
 
 @dataclasses.dataclass(frozen=True)
 class TorchReference:
-  """An installable PyTorch implementation of the same network: `module.cls(**kwargs(config))`."""
+  """A PyTorch implementation of the same network: `module.cls(**kwargs(config))`, from a pip package
+  or, for official code that has none, from a checkout of its repository the user passes
+  (`jaxrestore bench --official NAME=DIR`; never vendored)."""
   module: str                               # e.g. 'spandrel.architectures.SwinIR'
   cls: str                                  # e.g. 'SwinIR'
   kwargs: Callable[[Any], dict]             # config -> constructor keywords
-  package: str                              # pip requirement that provides `module`
+  package: str | None = None                # pip requirement that provides `module`
+  checkout: str | None = None               # else: the official repository `module` is imported from
+
+  def __post_init__(self):
+    if (self.package is None) == (self.checkout is None):
+      raise TypeError(f'TorchReference {self.module}.{self.cls}: give exactly one of package= and checkout=')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,7 +36,7 @@ from flax import nnx
 
 from jaxrestore import layers
 from jaxrestore.mapping import ParamMap, Rule, count_children, linear_oi_to_io
-from jaxrestore.models.base import Architecture, all_in_one_comparison_preset, Preset
+from jaxrestore.models.base import Architecture, all_in_one_comparison_preset, Preset, TorchReference
 from jaxrestore.models import restormer
 from jaxrestore.models.restormer import (ChannelLayerNorm, Downsample, OverlapPatchEmbed, Upsample,
                                          conv_kwargs, gated_gelu, run_blocks, transformer_blocks,
@@ -366,5 +366,5 @@ ARCHITECTURE = Architecture(
     signature=SIGNATURE_KEYS, hyperparameters_from_state_dict=hyperparameters_from_state_dict,
     presets=presets,
     sharding_rules=((r'.*/kernel_box', (None, 'model')),) + restormer.ARCHITECTURE.sharding_rules,
-    description='HAIR (hypernetwork-based all-in-one restoration) '
-                '(PyTorch timings: benchmarks/allinone_forward_cpu.py with the official checkout)')
+    torch_reference=TorchReference('net.HAIR', 'HAIR', restormer.torch_kwargs, checkout='github.com/toummHus/HAIR'),
+    description='HAIR (hypernetwork-based all-in-one restoration)')

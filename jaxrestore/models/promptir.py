@@ -25,7 +25,7 @@ from flax import nnx
 
 from jaxrestore import layers
 from jaxrestore.mapping import ParamMap, Rule, linear_oi_to_io
-from jaxrestore.models.base import Architecture, all_in_one_comparison_preset, Preset
+from jaxrestore.models.base import Architecture, all_in_one_comparison_preset, Preset, TorchReference
 from jaxrestore.models import restormer
 from jaxrestore.models.restormer import (Downsample, OverlapPatchEmbed, TransformerBlock, Upsample,
                                          conv_kwargs, run_blocks, transformer_blocks)
@@ -186,5 +186,6 @@ ARCHITECTURE = Architecture(
     name='promptir', config_cls=PromptIRConfig, model_cls=PromptIR, torch_params=TORCH_PARAMS,
     signature=SIGNATURE_KEYS, hyperparameters_from_state_dict=hyperparameters_from_state_dict,
     presets=presets, sharding_rules=restormer.ARCHITECTURE.sharding_rules,
-    description='PromptIR (Potlapalli et al., NeurIPS 2023): prompt-guided all-in-one restoration '
-                '(PyTorch timings: benchmarks/allinone_forward_cpu.py with the official checkout)')
+    torch_reference=TorchReference('net.model', 'PromptIR', restormer.torch_kwargs,
+                                   checkout='github.com/va1shn9v/PromptIR'),
+    description='PromptIR (Potlapalli et al., NeurIPS 2023): prompt-guided all-in-one restoration')
