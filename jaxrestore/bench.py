@@ -6,8 +6,9 @@ reported, so a load change during the run hits both sides alike. The PyTorch sid
 architecture's declared reference implementation (`Architecture.torch_reference`, e.g. spandrel's
 SwinIR and DnCNN, spandrel-extra-arches' Restormer; from the test extra), or, for official code with
 no pip package (PromptIR, HAIR), that code imported from a checkout the user passes with `--official
-NAME=DIR` (never vendored); an architecture without one gets JAX rows only and says so. Random weights with the preset's hyperparameters: speed does not
-depend on the values. The machine's load average is printed with the results: numbers taken under
+NAME=DIR` (never vendored; the row records the checkout's commit); an architecture without one gets
+JAX rows only and says so. Random weights with the preset's hyperparameters: speed does not depend on
+the values. The machine's load average is printed with the results: numbers taken under
 load are not comparable.
 """
 from __future__ import annotations
@@ -133,15 +134,27 @@ def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: i
     first = time.perf_counter() - t0
     device = (f'torch {torch.__version__} ({torch.get_num_threads()} threads'
               + (', torch.compile inductor)' if framework == 'torch-compile' else ')'))
+    reference = arch.torch_reference.package or f'{arch.torch_reference.checkout} at {_checkout_commit(checkout_dir)}'
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
     run()
     times.append(time.perf_counter() - t0)
   median = float(np.median(times))
-  return dict(framework=framework, preset=preset_name, size=size, batch=batch, dtype=dtype,
+  row = dict(framework=framework, preset=preset_name, size=size, batch=batch, dtype=dtype,
               seconds=median, times=times, first_call_s=first, mpix_per_s=batch * size * size / median / 1e6,
               peak_rss_mib=_rss_mib(), device=device)
+  if framework != 'jax':
+    row['reference'] = reference
+  return row
+
+
+def _checkout_commit(folder: str) -> str:
+  """The commit a checkout of official code is at ('unknown commit' if the folder is not a clone)."""
+  if not os.path.exists(os.path.join(folder, '.git')):
+    return 'unknown commit'
+  proc = subprocess.run(['git', '-C', folder, 'rev-parse', 'HEAD'], capture_output=True, text=True)
+  return proc.stdout.strip() if proc.returncode == 0 else 'unknown commit'
 
 
 def run_bench(presets=DEFAULT_PRESETS, sizes=(128, 256), batches=(1, 8), repeats=3, dtype='fp32',

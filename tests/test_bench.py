@@ -55,6 +55,7 @@ def test_bench_runs_official_code_from_a_checkout(tmp_path):
   rows = bench.run_bench(('hair-aio-small',), (32,), (1,), 1, 'fp32', frameworks=('torch',), out=out,
                          officials=officials)
   assert [(r['framework'], r['preset'], r['size']) for r in rows] == [('torch', 'hair-aio-small', 32)], out.getvalue()
+  assert rows[0]['reference'] == 'github.com/toummHus/HAIR at unknown commit'  # not a git checkout
   built = json.loads((tmp_path / 'net' / 'constructed.json').read_text())
   assert built == dict(inp_channels=3, out_channels=3, dim=48, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1,
                        heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type='WithBias')
