@@ -60,9 +60,6 @@ def _num_params(model) -> int:
   return sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
 
 
-OFFICIAL = {'promptir': ('net.model', 'PromptIR'), 'hair': ('net.HAIR', 'HAIR')}
-
-
 @contextlib.contextmanager
 def _isolated_import_path(root: str):
   """Both official repos have top-level `net` (and HAIR `utils`) packages: import each in isolation."""
@@ -79,13 +76,16 @@ def _isolated_import_path(root: str):
 
 
 def official_class(arch: str, root: str | None):
-  """The official PyTorch class from a checkout, or None."""
+  """The official PyTorch class from a checkout (the module its architecture's `torch_reference`
+  declares), or None."""
   if not root:
     return None
-  module, name = OFFICIAL[arch]
+  from jaxrestore.registry import get_architecture
+  reference = get_architecture(arch).torch_reference
+  module, name = reference.module, reference.cls
   if not (Path(root) / (module.replace('.', '/') + '.py')).is_file():
     raise SystemExit(f'--official-{arch} {root}: no {module.replace(".", "/")}.py there '
-                     f'(expected a checkout of the official {name} repository)')
+                     f'(expected a checkout of {reference.checkout})')
   with _isolated_import_path(str(Path(root).resolve())):
     return getattr(importlib.import_module(module), name)
 
