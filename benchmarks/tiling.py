@@ -2,7 +2,7 @@
 image with SwinIR-M.
 
   python benchmarks/tiling.py seams            # SwinIR-M (random weights) and DnCNN (real), default overlap
-  python benchmarks/tiling.py memory [--max-tiles N]   # 4096² RGB, SwinIR-M, tile 256: peak RSS
+  python benchmarks/tiling.py memory [--max-tiles N] [--batch 4 --micro-batch 0]   # 4096² RGB, SwinIR-M, tile 256: peak RSS
 
 `memory` can stop after N tiles: the accumulators for the whole output are allocated before the
 first tile and nothing grows per tile, so the peak is reached within the first batches; the full
@@ -40,7 +40,7 @@ def seams():
     print(f'{name}: max |tiled - untiled| {err.max():.2e}, mean {err.mean():.2e}, PSNR {psnr:.1f} dB')
 
 
-def memory(max_tiles: int | None, tile: int, batch: int):
+def memory(max_tiles: int | None, tile: int, batch: int, micro_batch: int | None):
   import jaxrestore
   from jaxrestore import inference
   model = jaxrestore.load('swinir-color-dn15', pretrained=False)
@@ -60,13 +60,14 @@ def memory(max_tiles: int | None, tile: int, batch: int):
 
   t0 = time.perf_counter()
   try:
-    inference.restore(model, image, tile=tile, batch_size=batch, progress=progress)
+    inference.restore(model, image, tile=tile, batch_size=batch, progress=progress, micro_batch=micro_batch)
     finished = True
   except Stop:
     finished = False
   done, t_end, _ = stamps[-1]
   per_tile = (t_end - stamps[0][1]) / max(done - stamps[0][0], 1) if len(stamps) > 1 else t_end - t0
-  print(f'4096x4096 RGB, SwinIR-M, tile {tile}, overlap {inference.DEFAULT_OVERLAP}, batch {batch}: {total} tiles')
+  print(f'4096x4096 RGB, SwinIR-M, tile {tile}, overlap {inference.DEFAULT_OVERLAP}, batch {batch}, '
+        f'micro-batch {inference.get_restorer(model).micro_batch}: {total} tiles')
   print(f'RSS after loading the model and image: {base:.0f} MiB; peak: {_rss_mib():.0f} MiB '
         f'(after {done} of {total} tiles; per batch: ' + ', '.join(f'{r:.0f}' for _, _, r in stamps) + ' MiB)')
   print(f'{"finished" if finished else "stopped early"}; {per_tile:.2f} s per tile after the first batch, '
@@ -79,5 +80,6 @@ if __name__ == '__main__':
   ap.add_argument('--max-tiles', type=int, default=None)
   ap.add_argument('--tile', type=int, default=256)
   ap.add_argument('--batch', type=int, default=1)
+  ap.add_argument('--micro-batch', type=int, default=None, help='tiles per compiled step (0 = the whole batch)')
   args = ap.parse_args()
-  seams() if args.what == 'seams' else memory(args.max_tiles, args.tile, args.batch)
+  seams() if args.what == 'seams' else memory(args.max_tiles, args.tile, args.batch, args.micro_batch)

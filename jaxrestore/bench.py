@@ -93,7 +93,7 @@ def import_torch_reference(reference, checkout_dir: str | None = None):
 
 
 def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: int, dtype: str,
-             checkout_dir: str | None = None) -> dict:
+             checkout_dir: str | None = None, micro_batch: int | None = None) -> dict:
   import numpy as np
   import jaxrestore
   from jaxrestore import registry
@@ -105,7 +105,7 @@ def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: i
     import jax.numpy as jnp
     from jaxrestore.inference import get_restorer
     model = jaxrestore.load(preset_name, pretrained=False)
-    restorer = get_restorer(model, dtype=jnp.bfloat16 if dtype == 'bf16' else None)
+    restorer = get_restorer(model, dtype=jnp.bfloat16 if dtype == 'bf16' else None, micro_batch=micro_batch)
     run = lambda: restorer(x)
     t0 = time.perf_counter()
     run()
@@ -144,7 +144,9 @@ def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: i
   row = dict(framework=framework, preset=preset_name, size=size, batch=batch, dtype=dtype,
               seconds=median, times=times, first_call_s=first, mpix_per_s=batch * size * size / median / 1e6,
               peak_rss_mib=_rss_mib(), device=device)
-  if framework != 'jax':
+  if framework == 'jax':
+    row['micro_batch'] = restorer.micro_batch
+  else:
     row['reference'] = reference
   return row
 
@@ -158,9 +160,11 @@ def _checkout_commit(folder: str) -> str:
 
 
 def run_bench(presets=DEFAULT_PRESETS, sizes=(128, 256), batches=(1, 8), repeats=3, dtype='fp32',
-              frameworks=('jax', 'torch'), rounds=1, timeout=3600, out=sys.stdout, officials=None) -> list[dict]:
+              frameworks=('jax', 'torch'), rounds=1, timeout=3600, out=sys.stdout, officials=None,
+              micro_batch: int | None = None) -> list[dict]:
   """One row per (preset, size, batch, framework): the median over rounds of each round's median.
-  `officials`: {architecture: checkout dir} for references that are official code (`resolve_officials`)."""
+  `officials`: {architecture: checkout dir} for references that are official code (`resolve_officials`);
+  `micro_batch`: JAX images per compiled step (`inference.Restorer`; None = the platform default)."""
   import numpy as np
   from jaxrestore import registry
   officials = officials or {}
@@ -176,7 +180,7 @@ def run_bench(presets=DEFAULT_PRESETS, sizes=(128, 256), batches=(1, 8), repeats
       if fw.startswith('torch') and not comparable(arch_of(preset)):
         continue
       cmd = [sys.executable, '-m', 'jaxrestore.bench', '--one', fw, preset, str(size), str(batch), str(repeats), dtype,
-             officials.get(arch_of(preset).name, '')]
+             officials.get(arch_of(preset).name, ''), '' if micro_batch is None else str(micro_batch)]
       proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
       if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ['failed'])[-1]
@@ -242,5 +246,6 @@ def machine_line() -> str:
 
 
 if __name__ == '__main__' and len(sys.argv) > 1 and sys.argv[1] == '--one':
-  fw, preset, size, batch, repeats, dtype, checkout = sys.argv[2:9]
-  print(json.dumps(_run_one(fw, preset, int(size), int(batch), int(repeats), dtype, checkout or None)))
+  fw, preset, size, batch, repeats, dtype, checkout, micro_batch = sys.argv[2:10]
+  print(json.dumps(_run_one(fw, preset, int(size), int(batch), int(repeats), dtype, checkout or None,
+                            int(micro_batch) if micro_batch else None)))

@@ -272,12 +272,16 @@ def _cmd_bench(args) -> int:
   try:
     frameworks = ('jax',) if args.jax_only else ('jax', 'torch') + (('torch-compile',) if args.compare_compile else ())
     rows = bench.run_bench(presets, sizes, batches, repeats, args.dtype, rounds=rounds, frameworks=frameworks,
-                           officials=officials)
+                           officials=officials, micro_batch=args.micro_batch)
   except KeyboardInterrupt:
     print('jaxrestore bench: interrupted; no table printed' + (f', nothing written to {json_path}' if json_path else ''),
           file=sys.stderr)
     return EXIT_INTERRUPTED
   print(bench.format_table(rows))
+  steps = sorted({r['micro_batch'] for r in rows if r['framework'] == 'jax' and 'micro_batch' in r})
+  if steps:
+    print('JAX runs a batch as steps of ' + ', '.join('the whole batch' if m == 0 else f'{m} image(s) per device'
+                                                      for m in steps) + ' (--micro-batch)')
   print(f'load average after: {bench.load_average()}')
   if json_path is not None:
     from jaxrestore.eval.evaluator import write_json
@@ -787,6 +791,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help='fresh JAX and PyTorch processes alternate this many times; the median is reported')
   p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'])
   p.add_argument('--jax-only', action='store_true', help='skip the PyTorch rows')
+  p.add_argument('--micro-batch', type=_number(int, 0), default=None,
+                 help='JAX images per device per compiled step (0 = the whole batch in one step; default: 1 on CPU, '
+                      '0 on accelerators), as restore and eval run them')
   p.add_argument('--compare-compile', action='store_true',
                  help='add a torch.compile (inductor) column, compiled in its own process (first call reported)')
   p.add_argument('--smoke', action='store_true', help='tiny sizes, one repeat: checks the pipeline only')

@@ -17,6 +17,7 @@ def test_bench_smoke(capsys):
     row = [l for l in out.splitlines() if l.startswith(f'| {preset} | 32²')]
     assert len(row) == 1 and '—' not in row[0], out  # JAX and PyTorch (spandrel's SwinIR / DnCNN) rows
   assert 'load average' in out
+  assert 'JAX runs a batch as steps of 1 image(s) per device' in out  # the CPU default, as restore runs it
 
 
 def test_bench_says_which_architectures_it_cannot_compare():

@@ -123,6 +123,11 @@ SHARDED = textwrap.dedent('''
     one = inference.restore(model, image, tile=32, overlap=16, batch_size=1,
                             mesh=inference.data_mesh(jax.local_devices()[:1]))
     np.save(sys.argv[1], np.stack([many, one]))
+    # A batch of 24 as three steps of one image per device equals it in one step, to float32 rounding.
+    batch = np.random.default_rng(1).random((24, 16, 16, 3), dtype=np.float32)
+    stepped, whole = inference.Restorer(model, micro_batch=1), inference.Restorer(model, micro_batch=0)
+    np.testing.assert_allclose(stepped(batch), whole(batch), atol=2e-6, rtol=0)
+    assert stepped.traces == whole.traces == 1
 ''')
 
 
@@ -133,6 +138,19 @@ def test_eight_devices_give_the_single_device_result(tmp_path):
   many, one = np.load(out)
   assert many.shape == (150, 122, 3)
   np.testing.assert_array_equal(many, one)
+
+
+def test_a_batch_runs_in_micro_batches_with_the_whole_batch_result():
+  model = _small_swinir()
+  batch = np.random.default_rng(0).random((5, 24, 24, 3), dtype=np.float32)
+  assert inference.default_micro_batch() == 1  # CPU: one image per device per step
+  stepped, whole = inference.Restorer(model, micro_batch=2), inference.Restorer(model, micro_batch=0)
+  out = stepped(batch)
+  assert out.shape == (5, 24, 24, 3) and stepped.traces == 2  # steps of 2, 2 and 1 images
+  np.testing.assert_allclose(out, whole(batch), atol=2e-6, rtol=0)
+  assert whole.traces == 1
+  with pytest.raises(ValueError, match='micro_batch must be >= 0'):
+    inference.Restorer(model, micro_batch=-1)
 
 
 def test_restorer_cache_never_serves_stale_weights():
