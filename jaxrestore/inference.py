@@ -279,7 +279,9 @@ def restore(model: nnx.Module, image: np.ndarray, *, tile: int | None = None, ov
   else:
     raise ValueError(f'the model takes {in_chans}-channel images, this image has {channels} channels')
 
-  restorer = get_restorer(model, dtype=dtype, mesh=mesh, micro_batch=micro_batch)
+  # None means the platform default here, not whatever an earlier call left on the cached restorer.
+  restorer = get_restorer(model, dtype=dtype, mesh=mesh,
+                          micro_batch=default_micro_batch() if micro_batch is None else micro_batch)
   grid = plan_tiles(height, width, tile, overlap, tile_multiple(config))
   if batch_size is None:
     batch_size = default_batch_size(restorer.num_devices)

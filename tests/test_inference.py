@@ -151,6 +151,10 @@ def test_a_batch_runs_in_micro_batches_with_the_whole_batch_result():
   assert whole.traces == 1
   with pytest.raises(ValueError, match='micro_batch must be >= 0'):
     inference.Restorer(model, micro_batch=-1)
+  image = batch[0]
+  inference.restore(model, image, micro_batch=0)
+  inference.restore(model, image)  # an earlier call's micro_batch does not stick
+  assert inference.get_restorer(model).micro_batch == inference.default_micro_batch()
 
 
 def test_restorer_cache_never_serves_stale_weights():
