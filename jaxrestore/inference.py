@@ -66,8 +66,6 @@ class Restorer:
     self.place(model)
     self.traces = 0
     self.micro_batch = default_micro_batch() if micro_batch is None else micro_batch
-    if self.micro_batch < 0:
-      raise ValueError(f'micro_batch must be >= 0 (0 = the whole batch in one step), got {micro_batch}')
 
     def forward(state, x):  # act_bhwc sharded along 'data'; weights replicated
       self.traces += 1
@@ -75,6 +73,16 @@ class Restorer:
 
     self._forward = jax.jit(forward, in_shardings=(replicated, self.batch_sharding),
                             out_shardings=self.batch_sharding)
+
+  @property
+  def micro_batch(self) -> int:
+    return self._micro_batch
+
+  @micro_batch.setter
+  def micro_batch(self, value: int) -> None:
+    if value < 0:
+      raise ValueError(f'micro_batch must be >= 0 (0 = the whole batch in one step), got {value}')
+    self._micro_batch = value
 
   def place(self, model: nnx.Module) -> None:
     """(Re)places the model's current weights; the compiled forward is kept."""
@@ -126,8 +134,6 @@ def get_restorer(model: nnx.Module, *, dtype=None, mesh=None, micro_batch: int |
     else:
       restorer = _RESTORERS[key] = Restorer(model, dtype=dtype, mesh=mesh)
   if micro_batch is not None:
-    if micro_batch < 0:
-      raise ValueError(f'micro_batch must be >= 0 (0 = the whole batch in one step), got {micro_batch}')
     restorer.micro_batch = micro_batch
   return restorer
 

@@ -169,6 +169,13 @@ def window_reverse(windows, window_size: int, height: int, width: int):
   return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
 
 
+def linear_with_weights(linear: nnx.Linear, x, kernel, bias):
+  """`linear(x)` computed with rescaled copies of its kernel and bias, promoting dtypes as nnx.Linear does."""
+  x, kernel, bias = promote_dtype((x, kernel, bias), dtype=linear.dtype)
+  y = jnp.dot(x, kernel, precision=linear.precision)
+  return y if bias is None else y + bias
+
+
 class Mlp(nnx.Module):
 
   def __init__(self, dim: int, hidden: int, cfg: SwinIRConfig, *, rngs: nnx.Rngs):
@@ -183,10 +190,7 @@ class Mlp(nnx.Module):
     h = self.fc1(x)
     g = h * jax.lax.erfc(-h * jnp.asarray(0.7071067811865476, h.dtype))
     kernel = self.fc2.kernel[...] * jnp.asarray(0.5, self.fc2.kernel.dtype)
-    bias = None if self.fc2.bias is None else self.fc2.bias[...]
-    g, kernel, bias = promote_dtype((g, kernel, bias), dtype=self.fc2.dtype)  # as nnx.Linear does
-    y = jnp.dot(g, kernel, precision=self.fc2.precision)
-    return y if bias is None else y + bias
+    return linear_with_weights(self.fc2, g, kernel, None if self.fc2.bias is None else self.fc2.bias[...])
 
 
 class WindowAttention(nnx.Module):
@@ -218,9 +222,7 @@ class WindowAttention(nnx.Module):
     column_scale = jnp.concatenate([jnp.full((c,), self.scale, jnp.float32), jnp.ones((2 * c,), jnp.float32)])
     kernel = self.qkv.kernel[...] * column_scale.astype(self.qkv.kernel.dtype)
     bias = None if self.qkv.bias is None else self.qkv.bias[...] * column_scale.astype(self.qkv.bias.dtype)
-    x, kernel, bias = promote_dtype((x, kernel, bias), dtype=self.qkv.dtype)  # as nnx.Linear does
-    y = jnp.dot(x, kernel, precision=self.qkv.precision)
-    return y if bias is None else y + bias
+    return linear_with_weights(self.qkv, x, kernel, bias)
 
   def __call__(self, x, mask=None):
     windows, n, c = x.shape
