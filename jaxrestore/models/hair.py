@@ -179,7 +179,7 @@ def init_kernel_box(key, dim: int, hidden: int, num_box: int, dtype):
   """Rows of default-initialised PyTorch conv weights, U(+-1/sqrt(fan_in)), as the original fills its bank."""
   fan_ins = (dim, 9, dim, dim, 9, hidden)
   keys = jax.random.split(key, len(fan_ins))
-  return jnp.concatenate([jax.random.uniform(k, (num_box, n), dtype, -1 / np.sqrt(f), 1 / np.sqrt(f))
+  return jnp.concatenate([layers.uniform(k, (num_box, n), dtype, -1 / np.sqrt(f), 1 / np.sqrt(f))
                           for k, n, f in zip(keys, kernel_segments(dim, hidden), fan_ins)], axis=1)
 
 

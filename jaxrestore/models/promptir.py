@@ -56,7 +56,7 @@ class PromptGenBlock(nnx.Module):
   def __init__(self, prompt_dim: int, prompt_len: int, prompt_size: int, lin_dim: int, cfg, *,
                rngs: nnx.Rngs):
     # Stored NHWC as (prompt_len, size, size, prompt_dim); the original's (1, len, dim, size, size).
-    self.prompt_param = nnx.Param(jax.random.uniform(
+    self.prompt_param = nnx.Param(layers.uniform(
         rngs.params(), (prompt_len, prompt_size, prompt_size, prompt_dim), cfg.param_dtype))
     self.linear_layer = layers.linear(lin_dim, prompt_len, rngs=rngs, **conv_kwargs(cfg))
     self.conv3x3 = layers.conv2d(prompt_dim, prompt_dim, 3, use_bias=False, rngs=rngs, **conv_kwargs(cfg))
