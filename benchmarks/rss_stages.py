@@ -46,7 +46,7 @@ def main():
   stage('place')
   x = np.random.default_rng(0).random((args.batch, args.size, args.size, model.config.in_chans), dtype=np.float32)
   step = x[:restorer.micro_batch * restorer.num_devices] if restorer.micro_batch else x
-  restorer._forward.lower(restorer.state, jax.device_put(step, restorer.batch_sharding)).compile()
+  restorer.compile(step)
   stage('compile')
   restorer(x)
   stage('forward 1')

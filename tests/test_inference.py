@@ -63,6 +63,26 @@ def test_one_compilation_per_tile_shape(dncnn):
   assert restorer.traces - before == 1
 
 
+def test_each_step_shape_compiles_once_and_releases_the_compilers_heap(monkeypatch):
+  releases = []
+  monkeypatch.setattr(inference, 'release_freed_heap', lambda: releases.append(1))
+  restorer = inference.Restorer(_small_swinir())
+  x = np.random.default_rng(0).random((1, 16, 16, 3), dtype=np.float32)
+  compiled = restorer.compile(x)
+  assert restorer.compile(x) is compiled and restorer.traces == 1 and len(releases) == 1
+  np.testing.assert_array_equal(restorer(x), restorer(x))
+  assert restorer.traces == 1 and len(releases) == 1          # the kept step ran, nothing recompiled
+  restorer(np.concatenate([x, x]))                             # steps of one image: the same shape
+  restorer.micro_batch = 0
+  restorer(np.concatenate([x, x]))
+  assert restorer.traces == 2 and len(releases) == 2
+
+
+def test_releasing_the_freed_heap_is_safe_to_call():
+  inference.release_freed_heap()   # glibc malloc_trim on Linux, nothing elsewhere
+  inference.release_freed_heap()
+
+
 def test_bfloat16_within_0_05_db_of_float32_on_set12(dncnn, data_dir):
   deltas = []
   for path in sorted((data_dir / 'testsets' / 'Set12').glob('*.png'))[:6]:
