@@ -41,7 +41,17 @@ def uniform(key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0, *, scale=None
   as_dtype = lambda v: np.asarray(v, dtype)  # noqa: E731 -- the casts the direct path makes
   draw = _scaled_uniform_draw(key, draw_size, dtype, as_dtype(minval), as_dtype(maxval),
                               as_dtype(1.0 if scale is None else scale))
-  return jax.device_put(np.asarray(draw)[:size].reshape(shape))
+  return jax.device_put(_aligned_copy(np.asarray(draw)[:size]).reshape(shape))
+
+
+def _aligned_copy(values: np.ndarray, alignment: int = 64) -> np.ndarray:
+  """A copy at a 64-byte-aligned address, which `jax.device_put` adopts on CPU instead of copying
+  again: the parameter then owns exactly its own values, not the whole power-of-two draw."""
+  raw = np.empty(values.nbytes + alignment, np.uint8)
+  start = -raw.ctypes.data % alignment
+  out = raw[start:start + values.nbytes].view(values.dtype)
+  out[...] = values
+  return out
 
 
 def torch_uniform_init(fan_in: int):
