@@ -26,7 +26,7 @@ def uniform(key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0, *, scale=None
   13 s of its 21 s random initialisation and 230 MiB of resident executables. Threefry bits are a
   function of the element index alone (`jax_threefry_partitionable`, JAX's default), so a draw of a
   power-of-two size holds the requested one as its prefix. Eagerly on CPU this draws that size and
-  takes the prefix on the host; under tracing, on accelerators, or with the partitionable setting
+  copies the prefix on the host; under tracing, on accelerators, or with the partitionable setting
   off it calls `jax.random.uniform` directly.
   """
   shape = tuple(int(d) for d in shape)
