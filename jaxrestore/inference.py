@@ -10,10 +10,7 @@ Image borders are never tapered.
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import functools
-import sys
 import weakref
 from typing import Callable, Iterator
 
@@ -21,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from jaxrestore.convert import checkpoint as converted
 
 DEFAULT_OVERLAP = 32
 
@@ -44,26 +43,6 @@ def data_mesh(devices=None) -> jax.sharding.Mesh:
   devices = list(devices if devices is not None else jax.local_devices())
   return jax.sharding.Mesh(np.array(devices), ('data',),
                            axis_types=(jax.sharding.AxisType.Auto,))
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-  if not sys.platform.startswith('linux'):
-    return None
-  try:
-    return getattr(ctypes.CDLL(None), 'malloc_trim', None)   # glibc; absent from musl
-  except OSError:
-    return None
-
-
-def release_freed_heap() -> None:
-  """Hands the heap that compiling freed back to the OS (glibc `malloc_trim`).
-
-  XLA:CPU's compiler leaves 70-420 MiB freed but resident (SwinIR-M 256², HAIR 128²); the forward's
-  large buffers are fresh mappings that cannot reuse it, so it would add to the process's peak."""
-  trim = _malloc_trim()
-  if trim is not None:
-    trim(0)
 
 
 class Restorer:
@@ -142,7 +121,9 @@ class Restorer:
     if compiled is None:
       x = jax.ShapeDtypeStruct(key[0], key[1], sharding=self.batch_sharding)
       compiled = self._compiled_steps[key] = self._forward.lower(self.state, x).compile()
-      release_freed_heap()
+      # XLA:CPU's compiler leaves 70-420 MiB freed but resident (SwinIR-M 256², HAIR 128²); the
+      # forward's large buffers are fresh mappings that cannot reuse it, so it would add to the peak.
+      converted.release_freed_memory()
     return compiled
 
   def _run_step(self, batch: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ def test_one_compilation_per_tile_shape(dncnn):
 
 def test_each_step_shape_compiles_once_and_releases_the_compilers_heap(monkeypatch):
   releases = []
-  monkeypatch.setattr(inference, 'release_freed_heap', lambda: releases.append(1))
+  monkeypatch.setattr(inference.converted, 'release_freed_memory', lambda: releases.append(1))
   restorer = inference.Restorer(_small_swinir())
   x = np.random.default_rng(0).random((1, 16, 16, 3), dtype=np.float32)
   compiled = restorer.compile(x)
@@ -76,11 +76,6 @@ def test_each_step_shape_compiles_once_and_releases_the_compilers_heap(monkeypat
   restorer.micro_batch = 0
   restorer(np.concatenate([x, x]))
   assert restorer.traces == 2 and len(releases) == 2
-
-
-def test_releasing_the_freed_heap_is_safe_to_call():
-  inference.release_freed_heap()   # glibc malloc_trim on Linux, nothing elsewhere
-  inference.release_freed_heap()
 
 
 def test_bfloat16_within_0_05_db_of_float32_on_set12(dncnn, data_dir):
