@@ -125,8 +125,12 @@ def _run_one(framework: str, preset_name: str, size: int, batch: int, repeats: i
     if framework == 'torch-compile':  # inductor; the first call compiles (its time is first_call_s)
       tmodel = torch.compile(tmodel)
 
+    # bf16: weights and input in bfloat16, and autocast for tensors the network makes itself in
+    # float32 (spandrel's SwinIR builds its shift mask in float32 at sizes other than img_size).
+    autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype == 'bf16')
+
     def run():
-      with torch.no_grad():
+      with torch.no_grad(), autocast:
         tmodel(xt)
 
     t0 = time.perf_counter()

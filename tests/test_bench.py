@@ -80,3 +80,10 @@ def test_bench_compare_compile_adds_a_torch_compile_column(capsys):
   assert 'torch.compile MP/s' in header and 'JAX/compile' in header and 'JAX first call' in header
   row = [l for l in out.splitlines() if l.startswith('| dncnn-gray-25 | 32²')]
   assert len(row) == 1 and '—' not in row[0], out  # JAX, eager and compiled PyTorch all measured
+
+
+def test_bench_bf16_pytorch_row_at_a_size_other_than_img_size():
+  """spandrel's SwinIR builds its shift mask in float32 when the input is not img_size (64 here), which
+  a bfloat16 model rejected with a dtype error; the PyTorch bf16 row runs under CPU autocast."""
+  row = bench._run_one('torch', 'swinir-lightweight-x2', 24, 1, 1, 'bf16')
+  assert row['dtype'] == 'bf16' and row['framework'] == 'torch' and row['seconds'] > 0

@@ -172,7 +172,7 @@ def window_reverse(windows, window_size: int, height: int, width: int):
 def linear_with_weights(linear: nnx.Linear, x, kernel, bias):
   """`linear(x)` computed with rescaled copies of its kernel and bias, promoting dtypes as nnx.Linear does."""
   x, kernel, bias = promote_dtype((x, kernel, bias), dtype=linear.dtype)
-  y = jnp.dot(x, kernel, precision=linear.precision)
+  y = layers.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=linear.precision)
   return y if bias is None else y + bias
 
 
@@ -216,18 +216,28 @@ class WindowAttention(nnx.Module):
     return bias.transpose(2, 0, 1)
 
   def scaled_qkv(self, x):
-    """qkv(x) with the attention scale folded into q's weights: scaling the (C, C) block once costs
-    nothing, while scaling q itself makes XLA:CPU materialise a full-size broadcast of the scale."""
-    c = x.shape[-1]
-    column_scale = jnp.concatenate([jnp.full((c,), self.scale, jnp.float32), jnp.ones((2 * c,), jnp.float32)])
-    kernel = self.qkv.kernel[...] * column_scale.astype(self.qkv.kernel.dtype)
-    bias = None if self.qkv.bias is None else self.qkv.bias[...] * column_scale.astype(self.qkv.bias.dtype)
-    return linear_with_weights(self.qkv, x, kernel, bias)
+    """q, k and v as three products, each moved to (windows, heads, N, d) before the next is made.
+    The attention scale is folded into q's weights: scaling the (C, C) block once costs nothing,
+    while scaling q itself makes XLA:CPU materialise a full-size broadcast of the scale. One
+    (C, 3C) product would keep the whole qkv output and its rearranged copy alive together, which at
+    256² is 90 MiB more of XLA's temporary buffers (`benchmarks/swinir_jit_cpu.py --size 256`)."""
+    windows, n, c = x.shape
+    kernel = self.qkv.kernel[...]
+    bias = None if self.qkv.bias is None else self.qkv.bias[...]
+    parts = []
+    for i in range(3):
+      part_kernel = kernel[:, i * c:(i + 1) * c]
+      part_bias = None if bias is None else bias[i * c:(i + 1) * c]
+      if i == 0:
+        part_kernel = part_kernel * jnp.asarray(self.scale, part_kernel.dtype)
+        part_bias = None if part_bias is None else part_bias * jnp.asarray(self.scale, part_bias.dtype)
+      y = linear_with_weights(self.qkv, x, part_kernel, part_bias)
+      parts.append(y.reshape(windows, n, self.num_heads, c // self.num_heads).transpose(0, 2, 1, 3))
+    return parts
 
   def __call__(self, x, mask=None):
     windows, n, c = x.shape
-    qkv = self.scaled_qkv(x).reshape(windows, n, 3, self.num_heads, c // self.num_heads)
-    q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+    q, k, v = self.scaled_qkv(x)
     attend = kernels.get_window_attention(self.attention)
     out = attend(q, k, v, self.relative_position_bias().astype(q.dtype),
                  None if mask is None else jnp.asarray(mask, q.dtype), scale=1.0)
