@@ -97,6 +97,16 @@ dot_general = _accumulating_in_float32(jax.lax.dot_general)
 conv_general_dilated = _accumulating_in_float32(jax.lax.conv_general_dilated)
 
 
+def exact_gelu(x):
+  """torch.nn.GELU(): x·Φ(x) with the exact erf. float16/bfloat16 inputs are evaluated in float32
+  and rounded once, which is more accurate and, on XLA:CPU, faster than a bfloat16 erf (3.3 against
+  4.5 ms on a 128² × 255 map)."""
+  dtype = jnp.dtype(x.dtype)
+  if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+    return jax.nn.gelu(x.astype(jnp.float32), approximate=False).astype(dtype)
+  return jax.nn.gelu(x, approximate=False)
+
+
 def conv2d(in_features: int, out_features: int, kernel_size: int, *, rngs: nnx.Rngs,
            padding: int | None = None, groups: int = 1, use_bias: bool = True,
            dtype=None, param_dtype=jnp.float32, precision=None) -> nnx.Conv:
@@ -209,7 +219,12 @@ class PointwiseConv(nnx.Module):
 
 
 def _shifted_products(x: jax.Array, kernel: jax.Array, pad_top: int, pad_left: int) -> jax.Array:
-  """sum_ij x[y + i - pad_top, x + j - pad_left] * kernel[i, j] with zeros outside: one fused pass."""
+  """sum_ij x[y + i - pad_top, x + j - pad_left] * kernel[i, j] with zeros outside: one fused pass.
+  float16/bfloat16 inputs are summed in float32 and rounded once: rounding after every tap made
+  XLA:CPU's fused pass convert back and forth per tap, 2.7 s of Restormer's 3.6 s bf16 forward."""
+  dtype = jnp.dtype(x.dtype)
+  if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+    return _shifted_products(x.astype(jnp.float32), kernel.astype(jnp.float32), pad_top, pad_left).astype(dtype)
   kh, kw = kernel.shape[-3:-1]
   _, h, w, _ = x.shape
   xp = jnp.pad(x, ((0, 0), (pad_top, kh - 1 - pad_top), (pad_left, kw - 1 - pad_left), (0, 0)))

@@ -61,3 +61,22 @@ def test_library_layers_in_bfloat16_accumulate_in_float32():
     assert out.dtype == jnp.bfloat16
     # The product is rounded once to bf16 before the bias add, as nnx adds biases in the compute dtype.
     np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(wide), rtol=2 ** -7, atol=2 ** -7)
+
+
+def test_depthwise_convolution_sums_low_precision_taps_in_float32():
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.standard_normal((1, 9, 11, 6)), jnp.bfloat16)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 6)), jnp.bfloat16)
+  out = layers.depthwise_conv2d(x, kernel)
+  exact = layers.depthwise_conv2d(x.astype(jnp.float32), kernel.astype(jnp.float32))
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(out, exact.astype(jnp.bfloat16))
+
+
+def test_exact_gelu_evaluates_low_precision_in_float32():
+  x = jnp.asarray(np.random.default_rng(5).standard_normal((4, 33)) * 3, jnp.float32)
+  np.testing.assert_array_equal(layers.exact_gelu(x), jax.nn.gelu(x, approximate=False))
+  low = x.astype(jnp.bfloat16)
+  out = layers.exact_gelu(low)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(out, jax.nn.gelu(low.astype(jnp.float32), approximate=False).astype(jnp.bfloat16))

@@ -251,7 +251,8 @@ class PatchEmbed(nnx.Module):
     self.proj = nnx.Conv(cfg.in_channels, cfg.hidden_size, (p, p), strides=(p, p), padding='VALID',
                          kernel_init=layers.torch_kernel_init,
                          bias_init=layers.torch_uniform_init(cfg.in_channels * p * p),
-                         dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+                         dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                         conv_general_dilated=layers.conv_general_dilated, rngs=rngs)
 
   def __call__(self, x):
     y = self.proj(x)

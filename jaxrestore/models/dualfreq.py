@@ -169,7 +169,7 @@ class EncoderLayer(nnx.Module):
               * self.temperature[...].astype(jnp.float32)[:, None, None])
     attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     x = x + self.proj(jnp.einsum('bhqk,bhkd->bqhd', attn, v).reshape(b, n, c))
-    return x + self.fc2(jax.nn.gelu(self.fc1(self.norm2(x)), approximate=False))
+    return x + self.fc2(layers.exact_gelu(self.fc1(self.norm2(x))))
 
 
 class Dformer(nnx.Module):

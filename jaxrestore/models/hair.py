@@ -78,10 +78,6 @@ def swish(x):
   return x * jax.nn.sigmoid(x)
 
 
-def exact_gelu(x):
-  return jax.nn.gelu(x, approximate=False)
-
-
 class ResnetBlock(nnx.Module):
   """GroupNorm, swish, 3x3 conv, twice, plus the input (same width, no time embedding)."""
 
@@ -123,7 +119,7 @@ class StridedDownsample(nnx.Module):
   def __init__(self, channels: int, cfg, *, rngs: nnx.Rngs):
     self.conv = nnx.Conv(channels, channels, (3, 3), strides=2, padding=((0, 1), (0, 1)),
                          kernel_init=layers.torch_kernel_init, bias_init=layers.torch_uniform_init(channels * 9),
-                         rngs=rngs, **conv_kwargs(cfg))
+                         conv_general_dilated=layers.conv_general_dilated, rngs=rngs, **conv_kwargs(cfg))
 
   def __call__(self, x):
     return self.conv(x)
@@ -201,7 +197,7 @@ class Selector(nnx.Module):
     stack: list = []
     ch = ch_fea
     for _ in range(depth):
-      stack += [layers.linear(ch, ch // 2, rngs=rngs, **conv_kwargs(cfg)), exact_gelu]
+      stack += [layers.linear(ch, ch // 2, rngs=rngs, **conv_kwargs(cfg)), layers.exact_gelu]
       ch //= 2
     stack.append(layers.linear(ch, num_box, rngs=rngs, **conv_kwargs(cfg)))
     self.net = nnx.Sequential(*stack)

@@ -165,7 +165,7 @@ class Attention(nnx.Module):
 def gated_gelu(x):
   """GDFN gate: the first half of the channels through exact GELU times the second half."""
   x1, x2 = jnp.split(x, 2, axis=-1)
-  return jax.nn.gelu(x1, approximate=False) * x2
+  return layers.exact_gelu(x1) * x2
 
 
 class FeedForward(nnx.Module):

@@ -35,7 +35,7 @@ from jaxrestore.mapping import ParamMap, Rule, linear_oi_to_io
 
 ACTIVATIONS = {
     'relu': jax.nn.relu,
-    'gelu': lambda x: jax.nn.gelu(x, approximate=False),
+    'gelu': layers.exact_gelu,
     'gelu_new': lambda x: jax.nn.gelu(x, approximate=True),     # transformers' NewGELUActivation
     'gelu_pytorch_tanh': lambda x: jax.nn.gelu(x, approximate=True),
     'silu': jax.nn.silu,
