@@ -12,21 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 
-from swinir_layout_cpu import keep_freed_memory
-
-
-def best_time(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return min(times)
+from swinir_layout_cpu import best_time, keep_freed_memory
 
 
 def main(argv=None) -> int:
